@@ -1,0 +1,46 @@
+# Two commands on a fresh machine:
+#   make repro   set up .venv (if missing or out of date) and run the pipeline (dvc repro)
+#   make test    set up .venv and run the linters and the whole test suite
+VENV ?= .venv
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup repro test lint format lock clean-venv
+
+setup: $(STAMP)
+
+# Reinstall whenever pyproject.toml or the lock file changes. The lock pins every
+# package, so an install next month resolves the same stack.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade "pip>=24,<27"
+	$(VENV)/bin/python -m pip install --quiet -c requirements.lock ".[dev]"
+	@touch $(STAMP)
+
+repro: setup
+	dvc repro
+
+test: setup lint
+	python -m pytest
+
+lint: setup
+	ruff check .
+	ruff format --check .
+
+format: setup
+	ruff check --fix .
+	ruff format .
+
+# Re-resolve the dependencies of pyproject.toml in a scratch environment and pin them.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade "pip>=24,<27"
+	.lock-venv/bin/python -m pip install --quiet ".[dev]"
+	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^lmpipe' \
+		| sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' > requirements.lock
+	rm -rf .lock-venv
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,154 @@
+"""Typed, validated view of ``params.yaml``: one frozen dataclass per section.
+
+``params.yaml`` is the single place where settings live: DVC hashes its sections
+into ``dvc.lock``, ``dvc exp run -S`` edits it, and the code reads it only
+through :func:`load_params`, which rejects unknown keys, wrong types and
+impossible values before any work starts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from src.errors import ConfigError, FieldError
+from src.paths import PROJECT_ROOT, display_path, resolve_path
+from src.utils.typed_config import build, setting
+
+PARAMS_FILE = PROJECT_ROOT / "params.yaml"
+
+#: Dataset names become folder names next to the Hugging Face cache, so keep them plain.
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+DataFiles = str | list[str] | dict[str, str | list[str]]
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Where the pipeline keeps its outputs and caches (relative to the project root)."""
+
+    cache_dir: str = "data/main_cache"
+    """Pipeline data root: raw exports under ``<cache_dir>/raw``, tokens under ``<cache_dir>/tokenized``."""
+    model_cache: str = "data/model_cache"
+    """Hugging Face model and tokenizer files fetched from the Hub."""
+    log_dir: str = "data/logs"
+    """Where each download run writes ``download_datasets_<n>.log``."""
+
+    def raw_dir(self, root: Path = PROJECT_ROOT) -> Path:
+        """``<cache_dir>/raw``: the Hugging Face datasets cache and the canonical exports."""
+        return resolve_path(self.cache_dir, root) / "raw"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset, described by the arguments of ``datasets.load_dataset``."""
+
+    path: str
+    """A packaged builder (``json``, ``text``, ``csv``, ``parquet``), a local folder, or a Hub dataset id."""
+    name: str | None = None
+    """The dataset configuration (``wikitext-2-raw-v1``), if the source has several."""
+    data_files: DataFiles | None = None
+    """Files for a packaged builder: paths relative to the project root, http(s) URLs, or
+    ``package://<module>/<file>`` for a file shipped inside an installed Python package.
+    A mapping assigns files to splits (``{train: a.txt, validation: b.txt}``)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to pin a Hub dataset to."""
+    text_column: str = "text"
+    """The column holding the document text; it is the only column exported."""
+    validation_fraction: float = setting(0.02, within="(0, 1)")
+    """Share of rows held out as the validation split when the source has none."""
+    split_seed: int = setting(0, within="[0, 4294967295]")
+    """Seed of the deterministic train/validation split."""
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """The download stage: which datasets to fetch and export."""
+
+    datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    """Datasets to download (the seed's ``DATASETS_TO_DOWNLOAD``), keyed by the name of their export folder."""
+    hub_timeout_s: float = setting(3.0, within="(0, 120]")
+    """Seconds to wait for the Hugging Face Hub before treating it as unreachable."""
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            raise FieldError("datasets", "list at least one dataset to download")
+        for name in self.datasets:
+            if not _DATASET_NAME.match(name):
+                raise FieldError(
+                    f"datasets.{name}", "dataset names may use letters, digits, '.', '_' and '-' only"
+                )
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    """The tokenize stage (its settings arrive with the tokenize stage)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model (its settings arrive with the train stage)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training (its settings arrive with the train stage)."""
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Distributed training with Ray Train (its settings arrive with the Ray work)."""
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """Experiment tracking (its settings arrive with the train stage)."""
+
+
+@dataclass(frozen=True)
+class Params:
+    """Everything in ``params.yaml``."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    """Output and cache locations."""
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    """The download stage."""
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    """The tokenize stage."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Training."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Ray Train."""
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    """MLflow tracking."""
+
+
+def parse_params(data: Any) -> Params:
+    """Validate already-parsed YAML data (e.g. a dict sent to a worker)."""
+    return build(Params, data, "")
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate a params file; any problem is one :class:`ConfigError` line."""
+    path = resolve_path(path)
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: file not found; run from the project root or pass --params") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{shown}{where}: {problem}; fix the YAML syntax") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{shown}: expected a mapping of sections at the top level")
+    return parse_params(data or {})

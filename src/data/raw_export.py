@@ -1,0 +1,113 @@
+"""The canonical export of a dataset: the download stage's DVC output.
+
+The Hugging Face cache holds fingerprints, lock files and mtimes that change
+from machine to machine, so it cannot be a DVC output. Instead each split is
+exported as JSON Lines (one ``{"text": ...}`` object per document, in source
+order) with a ``manifest.json``: the same source and params always give the
+same bytes, so an unchanged download never invalidates the stages after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.utils.files import atomic_directory, canonical_json
+
+MANIFEST = "manifest.json"
+TRAIN, VALIDATION = "train", "validation"
+_BATCH_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """How a source split becomes export splits: kept whole or cut into train/validation."""
+
+    source: str
+    validation_mask: np.ndarray | None = None  # (rows,) bool; None keeps the split whole
+
+
+def plan_splits(row_counts: Mapping[str, int], fraction: float, seed: int) -> list[SplitPlan]:
+    """Keep every source split; carve a seeded validation split out of ``train`` if there is none.
+
+    The held-out rows are a pure function of (row count, fraction, seed), so the
+    export is reproducible regardless of how the source was cached.
+    """
+    if VALIDATION in row_counts or TRAIN not in row_counts:
+        return [SplitPlan(name) for name in row_counts]
+    rows = row_counts[TRAIN]
+    held_out = min(max(1, round(rows * fraction)), rows - 1) if rows > 1 else 0
+    mask = np.zeros(rows, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(rows)[:held_out]] = True
+    return [SplitPlan(TRAIN, mask)] + [SplitPlan(name) for name in row_counts if name != TRAIN]
+
+
+def document_line(text: Any) -> bytes | None:
+    """The JSON line of one document, or None for a blank row (it has no text to learn from)."""
+    if isinstance(text, str) and text.strip():
+        return (json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("utf-8")
+    return None
+
+
+class _SplitWriter:
+    """Writes one export file, hashing the bytes as they go."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle = open(path, "wb")
+        self.digest = hashlib.sha256()
+        self.rows = 0
+
+    def write(self, line: bytes) -> None:
+        self.handle.write(line)
+        self.digest.update(line)
+        self.rows += 1
+
+    def close(self) -> dict[str, Any]:
+        self.handle.close()
+        return {"file": self.path.name, "rows": self.rows, "sha256": self.digest.hexdigest()}
+
+
+def write_export(
+    splits: Mapping[str, Any],
+    text_column: str,
+    plans: list[SplitPlan],
+    target: Path,
+    manifest: dict[str, Any],
+) -> dict[str, Any]:
+    """Write ``<split>.jsonl`` files and ``manifest.json`` into ``target``, atomically.
+
+    ``splits`` maps split names to ``datasets.Dataset`` objects (anything with
+    ``iter(batch_size)`` works). Returns the manifest that was written.
+    """
+    exported: dict[str, Any] = {}
+    with atomic_directory(target) as staging:
+        for plan in plans:
+            names = [plan.source] if plan.validation_mask is None else [TRAIN, VALIDATION]
+            writers = {name: _SplitWriter(staging / f"{name}.jsonl") for name in names}
+            row = 0
+            for batch in splits[plan.source].iter(batch_size=_BATCH_ROWS):
+                texts = batch[text_column]
+                for offset, text in enumerate(texts):
+                    line = document_line(text)
+                    if line is None:
+                        continue
+                    held_out = plan.validation_mask is not None and plan.validation_mask[row + offset]
+                    writers[VALIDATION if held_out else names[0]].write(line)
+                row += len(texts)
+            for name, writer in writers.items():
+                exported[name] = writer.close()
+        manifest = {**manifest, "format": "jsonl: one {\"text\": ...} object per document", "splits": exported}
+        (staging / MANIFEST).write_text(canonical_json(manifest), encoding="utf-8")
+    return manifest
+
+
+def read_manifest(export_dir: Path) -> dict[str, Any]:
+    """The manifest of an export folder."""
+    return json.loads((export_dir / MANIFEST).read_text(encoding="utf-8"))

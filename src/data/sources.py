@@ -1,0 +1,145 @@
+"""Turn a dataset spec from ``params.yaml`` into ``datasets.load_dataset`` arguments.
+
+Three kinds of source are supported, all loaded through ``load_dataset`` so the
+Hugging Face cache rules apply to each:
+
+* a packaged builder (``json``, ``text``, ``csv``, ``parquet``...) over files:
+  project-relative paths, http(s) URLs, or ``package://<module>/<file>`` for a
+  file shipped in an installed Python package (the offline default corpus);
+* a dataset folder on disk;
+* a Hub dataset id, which needs the Hub (probed first, so offline runs fail in
+  seconds instead of retrying for a minute).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from src.config import DatasetSpec
+from src.errors import ConfigError, PipelineError
+from src.paths import PROJECT_ROOT, resolve_path
+
+PACKAGE_SCHEME = "package://"
+_URL_SCHEMES = ("http://", "https://")
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """Arguments for ``load_dataset`` plus what the manifest should say about them."""
+
+    kind: str
+    """``files`` (a packaged builder over files), ``folder`` or ``hub``."""
+    load_args: dict[str, Any]
+    """Keyword arguments for ``datasets.load_dataset`` (without cache or mode)."""
+    local_files: dict[str, Path]
+    """Local source files keyed by how params.yaml names them (hashed into the manifest)."""
+    urls: tuple[str, ...]
+    """Remote source files; their copies under ``<raw>/downloads`` are verified."""
+
+
+def is_url(entry: str) -> bool:
+    return entry.startswith(_URL_SCHEMES)
+
+
+def packaged_builders() -> frozenset[str]:
+    """Names of the builders that ship inside ``datasets`` (``json``, ``text``...)."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    return frozenset(_PACKAGED_DATASETS_MODULES)
+
+
+def resolve_source(key: str, spec: DatasetSpec, root: Path = PROJECT_ROOT) -> ResolvedSource:
+    """Resolve ``spec`` (found at params key ``key``) into concrete ``load_dataset`` arguments."""
+    load_args: dict[str, Any] = {"path": spec.path, "name": spec.name}
+    if spec.path in packaged_builders():
+        if spec.data_files is None:
+            raise ConfigError(f"{key}.data_files: required for the '{spec.path}' builder; list the files to load")
+        local: dict[str, Path] = {}
+        urls: list[str] = []
+
+        def resolve_entry(entry: str) -> str:
+            if is_url(entry):
+                urls.append(entry)
+                return entry
+            path = _resolve_local_file(f"{key}.data_files", entry, root)
+            local[entry] = path
+            return str(path)
+
+        load_args["data_files"] = _map_data_files(spec.data_files, resolve_entry)
+        return ResolvedSource("files", load_args, local, tuple(urls))
+    folder = resolve_path(spec.path, root)
+    if spec.path.startswith((".", "/")) or folder.is_dir():
+        if not folder.is_dir():
+            raise ConfigError(f"{key}.path: folder {spec.path!r} does not exist")
+        load_args["path"] = str(folder)
+        if spec.data_files is not None:
+            load_args["data_files"] = spec.data_files
+        return ResolvedSource("folder", load_args, {}, ())
+    load_args["revision"] = spec.revision
+    if spec.data_files is not None:
+        load_args["data_files"] = spec.data_files
+    return ResolvedSource("hub", load_args, {}, ())
+
+
+def _map_data_files(data_files: Any, resolve_entry: Any) -> Any:
+    if isinstance(data_files, str):
+        return resolve_entry(data_files)
+    if isinstance(data_files, dict):
+        return {split: _map_data_files(files, resolve_entry) for split, files in data_files.items()}
+    return [resolve_entry(entry) for entry in data_files]
+
+
+def _resolve_local_file(key: str, entry: str, root: Path) -> Path:
+    if entry.startswith(PACKAGE_SCHEME):
+        module, _, relative = entry[len(PACKAGE_SCHEME) :].partition("/")
+        spec = importlib.util.find_spec(module) if module else None
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"{key}: Python package {module!r} of {entry!r} is not installed; run `make setup`")
+        path = Path(next(iter(spec.submodule_search_locations))) / relative
+    else:
+        path = resolve_path(entry, root)
+    if not path.is_file():
+        raise ConfigError(f"{key}: file {entry!r} not found; fix the path (relative to the project root)")
+    return path
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_is_reachable(timeout_s: float) -> bool:
+    """Can a TCP connection to the Hub be opened within ``timeout_s``? Never retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return False
+    url = urlparse(hub_endpoint())
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def use_offline_hub() -> None:
+    """Make ``datasets`` and ``huggingface_hub`` use their caches only, for this process."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    datasets.config.HF_HUB_OFFLINE = True
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
+def hub_unreachable_error(key: str, spec: DatasetSpec) -> PipelineError:
+    return PipelineError(
+        f"{key}: the Hugging Face Hub ({hub_endpoint()}) is unreachable and {spec.path!r} is not in the cache; "
+        "connect to the network, or load local files instead "
+        "(path: text|json|csv|parquet with data_files: <files relative to the project root>)"
+    )

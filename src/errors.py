@@ -1,0 +1,28 @@
+"""Errors a user can act on.
+
+Anything raised as a :class:`PipelineError` is printed by the entry points as a
+single line (no traceback) and ends the process with a non-zero exit code. The
+message must name the key or file at fault and say what to do about it.
+"""
+
+
+class PipelineError(Exception):
+    """A failure caused by input the user controls (params, files, network)."""
+
+
+class ConfigError(PipelineError):
+    """A value in ``params.yaml`` is missing, unknown, of the wrong type or impossible."""
+
+
+class FieldError(ValueError):
+    """Raised by a config dataclass's own checks; the loader prefixes the key path.
+
+    Dataclasses do not know where they sit in ``params.yaml``, so they name the
+    field relative to themselves and the loader turns that into
+    ``download.datasets.kjv.<field>: <message>``.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message

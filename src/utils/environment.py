@@ -1,0 +1,25 @@
+"""Keep every file the pipeline writes inside the project, and keep it quiet.
+
+Libraries read these variables when first imported, so entry points call
+:func:`configure_environment` before importing ``datasets`` or
+``transformers``. Values the user already set win.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from src.config import PathsConfig
+from src.paths import PROJECT_ROOT, resolve_path
+
+
+def configure_environment(paths: PathsConfig, root: Path = PROJECT_ROOT) -> None:
+    """Point Hugging Face's caches at ``paths.model_cache`` and turn telemetry off."""
+    defaults = {
+        "HF_HOME": str(resolve_path(paths.model_cache, root)),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)
