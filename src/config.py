@@ -70,7 +70,7 @@ class DownloadConfig:
     """The download stage: which datasets to fetch and export."""
 
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
-    """Datasets to download (the seed's ``DATASETS_TO_DOWNLOAD``), keyed by the name of their export folder."""
+    """Datasets to download (the seed's ``DATASETS_TO_DOWNLOAD``), keyed by their export folder name."""
     hub_timeout_s: float = setting(3.0, within="(0, 120]")
     """Seconds to wait for the Hugging Face Hub before treating it as unreachable."""
 

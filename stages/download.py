@@ -5,8 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.utils.cli import run_cli  # noqa: E402
-from src.utils.download_datasets import main  # noqa: E402
+from src.utils.cli import run_cli
+from src.utils.download_datasets import main
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

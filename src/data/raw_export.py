@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -58,9 +59,8 @@ def document_line(text: Any) -> bytes | None:
 class _SplitWriter:
     """Writes one export file, hashing the bytes as they go."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.handle = open(path, "wb")
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
         self.digest = hashlib.sha256()
         self.rows = 0
 
@@ -69,9 +69,8 @@ class _SplitWriter:
         self.digest.update(line)
         self.rows += 1
 
-    def close(self) -> dict[str, Any]:
-        self.handle.close()
-        return {"file": self.path.name, "rows": self.rows, "sha256": self.digest.hexdigest()}
+    def summary(self) -> dict[str, Any]:
+        return {"file": Path(self.handle.name).name, "rows": self.rows, "sha256": self.digest.hexdigest()}
 
 
 def write_export(
@@ -90,20 +89,22 @@ def write_export(
     with atomic_directory(target) as staging:
         for plan in plans:
             names = [plan.source] if plan.validation_mask is None else [TRAIN, VALIDATION]
-            writers = {name: _SplitWriter(staging / f"{name}.jsonl") for name in names}
-            row = 0
-            for batch in splits[plan.source].iter(batch_size=_BATCH_ROWS):
-                texts = batch[text_column]
-                for offset, text in enumerate(texts):
-                    line = document_line(text)
-                    if line is None:
-                        continue
-                    held_out = plan.validation_mask is not None and plan.validation_mask[row + offset]
-                    writers[VALIDATION if held_out else names[0]].write(line)
-                row += len(texts)
-            for name, writer in writers.items():
-                exported[name] = writer.close()
-        manifest = {**manifest, "format": "jsonl: one {\"text\": ...} object per document", "splits": exported}
+            with ExitStack() as files:
+                writers = {
+                    n: _SplitWriter(files.enter_context(open(staging / f"{n}.jsonl", "wb"))) for n in names
+                }
+                row = 0
+                for batch in splits[plan.source].iter(batch_size=_BATCH_ROWS):
+                    texts = batch[text_column]
+                    for offset, text in enumerate(texts):
+                        line = document_line(text)
+                        if line is None:
+                            continue
+                        held_out = plan.validation_mask is not None and plan.validation_mask[row + offset]
+                        writers[VALIDATION if held_out else names[0]].write(line)
+                    row += len(texts)
+            exported.update({name: writer.summary() for name, writer in writers.items()})
+        manifest = {**manifest, "format": 'jsonl: one {"text": ...} object per document', "splits": exported}
         (staging / MANIFEST).write_text(canonical_json(manifest), encoding="utf-8")
     return manifest
 

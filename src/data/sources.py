@@ -59,7 +59,9 @@ def resolve_source(key: str, spec: DatasetSpec, root: Path = PROJECT_ROOT) -> Re
     load_args: dict[str, Any] = {"path": spec.path, "name": spec.name}
     if spec.path in packaged_builders():
         if spec.data_files is None:
-            raise ConfigError(f"{key}.data_files: required for the '{spec.path}' builder; list the files to load")
+            raise ConfigError(
+                f"{key}.data_files: required for the '{spec.path}' builder; list the files to load"
+            )
         local: dict[str, Path] = {}
         urls: list[str] = []
 
@@ -100,7 +102,9 @@ def _resolve_local_file(key: str, entry: str, root: Path) -> Path:
         module, _, relative = entry[len(PACKAGE_SCHEME) :].partition("/")
         spec = importlib.util.find_spec(module) if module else None
         if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"{key}: Python package {module!r} of {entry!r} is not installed; run `make setup`")
+            raise ConfigError(
+                f"{key}: Python package {module!r} of {entry!r} is not installed; run `make setup`"
+            )
         path = Path(next(iter(spec.submodule_search_locations))) / relative
     else:
         path = resolve_path(entry, root)
@@ -139,7 +143,8 @@ def use_offline_hub() -> None:
 
 def hub_unreachable_error(key: str, spec: DatasetSpec) -> PipelineError:
     return PipelineError(
-        f"{key}: the Hugging Face Hub ({hub_endpoint()}) is unreachable and {spec.path!r} is not in the cache; "
+        f"{key}: the Hugging Face Hub ({hub_endpoint()}) is unreachable "
+        f"and {spec.path!r} is not in the cache; "
         "connect to the network, or load local files instead "
         "(path: text|json|csv|parquet with data_files: <files relative to the project root>)"
     )

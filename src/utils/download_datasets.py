@@ -68,7 +68,9 @@ def download_dataset(
     key = f"download.datasets.{name}"
     raw = cache_dir / "raw"
     if name == "downloads" or name in packaged_builders() or "___" in name:
-        raise ConfigError(f"{key}: the name clashes with a Hugging Face cache folder under {raw}; rename the dataset")
+        raise ConfigError(
+            f"{key}: the name clashes with a Hugging Face cache folder under {raw}; rename the dataset"
+        )
     source = resolve_source(key, spec)
     corrupted = drop_corrupted_downloads(raw / "downloads", source.urls)
     force = force_redownload or bool(corrupted)
@@ -164,7 +166,9 @@ def download_all(
     chosen = list(names) if names else list(datasets)
     for name in chosen:
         if name not in datasets:
-            raise ConfigError(f"download.datasets.{name}: no such dataset; choose one of: {', '.join(datasets)}")
+            raise ConfigError(
+                f"download.datasets.{name}: no such dataset; choose one of: {', '.join(datasets)}"
+            )
     return {
         name: download_dataset(
             name,
@@ -182,13 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0],
         epilog="Datasets and defaults come from params.yaml (download.datasets, paths.*).",
     )
-    parser.add_argument("--cache-dir", help="cache root; the HF cache and exports go to <cache-dir>/raw "
-                        "(default: paths.cache_dir)")
-    parser.add_argument("--force-redownload", action="store_true",
-                        help="re-download every source and rebuild the Arrow files (DownloadMode.FORCE_REDOWNLOAD)")
+    parser.add_argument(
+        "--cache-dir",
+        help="cache root; the HF cache and exports go to <cache-dir>/raw (default: paths.cache_dir)",
+    )
+    parser.add_argument(
+        "--force-redownload",
+        action="store_true",
+        help="re-download every source and rebuild the Arrow files (DownloadMode.FORCE_REDOWNLOAD)",
+    )
     parser.add_argument("--log-dir", help="where download_datasets_<n>.log goes (default: paths.log_dir)")
-    parser.add_argument("--dataset", action="append", dest="datasets", metavar="NAME",
-                        help="download only this dataset (repeatable; default: all of download.datasets)")
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        dest="datasets",
+        metavar="NAME",
+        help="download only this dataset (repeatable; default: all of download.datasets)",
+    )
     parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
     return parser
 

@@ -1,0 +1,126 @@
+"""Shared fixtures.
+
+The suite never imports itself as a package named ``tests`` (a dependency ships
+one into site-packages), so helpers live here as fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from src.paths import PROJECT_ROOT
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep Hugging Face's own files out of the home folder and the project while testing."""
+    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf_home"))
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+
+def run_python(
+    *args: str | Path, cwd: Path = PROJECT_ROOT, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run the project's interpreter on ``args`` and capture its output."""
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def python_runner():
+    return run_python
+
+
+class StaticServer:
+    """A local HTTP server on 127.0.0.1 serving one folder and recording GET requests."""
+
+    def __init__(self, folder: Path) -> None:
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        server = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append((self.path, self.headers.get("Range")))
+                super().do_GET()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[StaticServer]:
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = StaticServer(folder)
+    server.folder = folder  # type: ignore[attr-defined]
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A fresh git repository holding the project's current files (tracked and new, not ignored).
+
+    End-to-end tests run DVC here, as a user would in a fresh clone, without
+    touching the real workspace.
+    """
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    target = tmp_path / "project"
+    for name in filter(None, listed):
+        source = PROJECT_ROOT / name.decode()
+        if source.is_file():
+            destination = target / name.decode()
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination)
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "copy"],
+    ):
+        subprocess.run(command, cwd=target, check=True)
+    return target
+
+
+@pytest.fixture(autouse=True)
+def _drop_log_handlers() -> Iterator[None]:
+    """Entry points called in-process attach log handlers to the root logger; detach them after."""
+    yield
+    import logging
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_pipeline_handler", False):
+            root.removeHandler(handler)
+            handler.close()

@@ -1,0 +1,112 @@
+"""params.yaml is validated before any work, with one line naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from src.config import PARAMS_FILE, DatasetSpec, load_params, parse_params
+from src.errors import ConfigError
+
+
+def repo_params() -> dict:
+    return yaml.safe_load(PARAMS_FILE.read_text())
+
+
+def with_value(dotted: str, value: object) -> dict:
+    data = repo_params()
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return data
+
+
+def error_of(data: object) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_params(data)
+    return str(caught.value)
+
+
+def test_repository_params_file_validates() -> None:
+    params = load_params()
+    assert "kjv" in params.download.datasets
+    spec = params.download.datasets["kjv"]
+    assert isinstance(spec, DatasetSpec)
+    assert 0 < spec.validation_fraction < 1
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (
+            "download.datasets.kjv.validation_fraction",
+            "x",
+            "download.datasets.kjv.validation_fraction: expected a number in (0, 1), got 'x'",
+        ),
+        (
+            "download.datasets.kjv.validation_fraction",
+            1.5,
+            "download.datasets.kjv.validation_fraction: expected a number in (0, 1), got 1.5",
+        ),
+        (
+            "download.datasets.kjv.split_seed",
+            2.5,
+            "download.datasets.kjv.split_seed: expected an integer in [0, 4294967295], got 2.5",
+        ),
+        (
+            "download.datasets.kjv.split_seed",
+            True,
+            "download.datasets.kjv.split_seed: expected an integer in [0, 4294967295], got True",
+        ),
+        ("download.hub_timeout_s", 0, "download.hub_timeout_s: expected a number in (0, 120], got 0"),
+        ("download.datasets.kjv.path", 3, "download.datasets.kjv.path: expected a string, got 3"),
+        ("paths.cache_dir", ["a"], "paths.cache_dir: expected a string, got ['a']"),
+        ("download.datasets", {}, "download.datasets: list at least one dataset to download"),
+        ("download", "kjv", "download: expected a mapping of settings, got 'kjv'"),
+    ],
+)
+def test_bad_values_name_the_key(key: str, value: object, message: str) -> None:
+    assert error_of(with_value(key, value)) == message
+
+
+def test_unknown_keys_are_rejected_at_every_level() -> None:
+    assert error_of({**repo_params(), "trian": {}}).startswith("trian: unknown key (expected one of: paths,")
+    message = error_of(with_value("download.datasets.kjv.validaton_fraction", 0.1))
+    assert message.startswith("download.datasets.kjv.validaton_fraction: unknown key")
+    assert "validation_fraction" in message
+
+
+def test_missing_required_setting() -> None:
+    data = repo_params()
+    del data["download"]["datasets"]["kjv"]["path"]
+    assert error_of(data) == "download.datasets.kjv.path: missing required setting"
+
+
+def test_dataset_names_must_be_plain() -> None:
+    data = repo_params()
+    data["download"]["datasets"]["../evil"] = {"path": "json", "data_files": "x.json"}
+    assert error_of(data).startswith("download.datasets.../evil: dataset names may use")
+
+
+def test_data_files_accepts_string_list_or_split_mapping() -> None:
+    for files in ("a.txt", ["a.txt", "b.txt"], {"train": "a.txt", "validation": ["b.txt"]}):
+        params = parse_params(with_value("download.datasets.kjv.data_files", files))
+        assert params.download.datasets["kjv"].data_files is not None
+    message = error_of(with_value("download.datasets.kjv.data_files", 5))
+    assert message.startswith("download.datasets.kjv.data_files: expected a string or a list of strings")
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "params.yaml"
+    bad.write_text("paths:\n  cache_dir: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"params.yaml \(line \d+\): .*fix the YAML syntax"):
+        load_params(bad)
+
+
+def test_missing_params_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
+        load_params(tmp_path / "nope.yaml")

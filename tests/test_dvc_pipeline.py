@@ -1,0 +1,73 @@
+"""End to end: the DVC pipeline in a fresh copy of the project, as a new user runs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+
+def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def git(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True)
+
+
+def out_hash(project: Path, stage: str) -> str:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return lock["stages"][stage]["outs"][0]["md5"]
+
+
+def test_repro_reproduces_the_committed_lock_and_is_then_a_no_op(project_copy: Path) -> None:
+    dvc(project_copy, "repro")
+    assert git(project_copy, "diff", "--exit-code", "dvc.lock").returncode == 0, (
+        "outputs differ from dvc.lock"
+    )
+    again = dvc(project_copy, "repro")
+    assert "Running stage" not in again.stdout
+    assert "up to date" in again.stdout
+
+    shutil.rmtree(project_copy / "data" / "main_cache")
+    dvc(project_copy, "repro")
+    assert git(project_copy, "diff", "--exit-code", "dvc.lock").returncode == 0
+
+
+def test_experiment_on_the_split_changes_the_export(project_copy: Path) -> None:
+    dvc(project_copy, "repro")
+    before = out_hash(project_copy, "download@kjv")
+    dvc(project_copy, "exp", "run", "-S", "download.datasets.kjv.validation_fraction=0.05")
+    assert out_hash(project_copy, "download@kjv") != before
+
+
+def test_bad_param_fails_with_one_line_and_keeps_the_export(project_copy: Path) -> None:
+    dvc(project_copy, "repro")
+    export = project_copy / "data" / "main_cache" / "raw" / "kjv"
+    good = {p.name: p.read_bytes() for p in export.iterdir()}
+    params = project_copy / "params.yaml"
+    params.write_text(params.read_text().replace("validation_fraction: 0.02", "validation_fraction: x"))
+    result = dvc(project_copy, "repro", check=False)
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert ours == ["error: download.datasets.kjv.validation_fraction: expected a number in (0, 1), got 'x'"]
+    assert "Traceback" not in result.stderr
+    assert {p.name: p.read_bytes() for p in export.iterdir()} == good

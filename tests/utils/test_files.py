@@ -1,0 +1,36 @@
+"""Atomic outputs: a failure half-way never replaces the last good output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from src.utils.files import atomic_directory, canonical_json, write_text_atomic
+
+
+def test_failed_write_keeps_previous_directory(tmp_path: Path) -> None:
+    target = tmp_path / "export"
+    with atomic_directory(target) as staging:
+        (staging / "a.txt").write_text("good")
+    with pytest.raises(RuntimeError), atomic_directory(target) as staging:
+        (staging / "a.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert (target / "a.txt").read_text() == "good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_successful_write_replaces_directory(tmp_path: Path) -> None:
+    target = tmp_path / "export"
+    for content in ("one", "two"):
+        with atomic_directory(target) as staging:
+            (staging / f"{content}.txt").write_text(content)
+    assert sorted(p.name for p in target.iterdir()) == ["two.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_write_text_atomic_and_canonical_json(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    write_text_atomic(path, canonical_json({"b": 1, "a": [1, 2]}))
+    assert path.read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
