@@ -8,9 +8,10 @@ impossible values before any work starts.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -20,6 +21,9 @@ from src.paths import PROJECT_ROOT, display_path, resolve_path
 from src.utils.typed_config import build, setting
 
 PARAMS_FILE = PROJECT_ROOT / "params.yaml"
+
+#: ``tokenize.tokenizer`` value that trains a byte-level BPE instead of loading a tokenizer.
+BPE = "bpe"
 
 #: Dataset names become folder names next to the Hugging Face cache, so keep them plain.
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -41,6 +45,10 @@ class PathsConfig:
     def raw_dir(self, root: Path = PROJECT_ROOT) -> Path:
         """``<cache_dir>/raw``: the Hugging Face datasets cache and the canonical exports."""
         return resolve_path(self.cache_dir, root) / "raw"
+
+    def tokenized_dir(self, tokenizer: str, root: Path = PROJECT_ROOT) -> Path:
+        """``<cache_dir>/tokenized/<tokenizer>``: token files, tokenizer files and manifest."""
+        return resolve_path(self.cache_dir, root) / "tokenized" / tokenizer
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,37 @@ class DownloadConfig:
 
 @dataclass(frozen=True)
 class TokenizeConfig:
-    """The tokenize stage (its settings arrive with the tokenize stage)."""
+    """The tokenize stage: which export to encode, with which tokenizer."""
+
+    dataset: str = "kjv"
+    """The export to tokenize: a name from ``download.datasets``."""
+    tokenizer: str = "bpe"
+    """``bpe`` trains a byte-level BPE on the training split; anything else is a Hub tokenizer
+    name (``gpt2``) or a tokenizer folder relative to the project root. Tokens go to
+    ``<cache_dir>/tokenized/<tokenizer>/``."""
+    vocab_size: int = setting(8192, within="[260, 4294967295]")
+    """Vocabulary size of the trained BPE (special tokens included)."""
+    min_frequency: int = setting(2, within="[1, 1000000]")
+    """A pair must occur this often to become a BPE merge."""
+    special_tokens: list[str] = field(default_factory=lambda: ["<|endoftext|>"])
+    """Special tokens of the trained BPE, given the first ids in this order."""
+    eos_token: str = "<|endoftext|>"
+    """The token written after every document by the trained BPE (a pretrained tokenizer uses its own EOS)."""
+    num_proc: int = setting(0, within="[0, 1024]")
+    """Encoding threads; 0 uses every core. The output bytes do not depend on it."""
+
+    def __post_init__(self) -> None:
+        name = PurePosixPath(self.tokenizer)
+        if not self.tokenizer or name.is_absolute() or ".." in name.parts:
+            raise FieldError(
+                "tokenizer", f"expected a name or a path inside the project, got {self.tokenizer!r}"
+            )
+        if self.tokenizer == BPE and self.eos_token not in self.special_tokens:
+            raise FieldError("eos_token", f"{self.eos_token!r} must be one of tokenize.special_tokens")
+
+    def threads(self) -> int:
+        """Encoding threads to use: ``num_proc``, or every available core when it is 0."""
+        return self.num_proc or len(os.sched_getaffinity(0))
 
 
 @dataclass(frozen=True)
@@ -127,6 +165,13 @@ class Params:
     """Ray Train."""
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     """MLflow tracking."""
+
+    def __post_init__(self) -> None:
+        if self.tokenize.dataset not in self.download.datasets:
+            known = ", ".join(self.download.datasets)
+            raise FieldError(
+                "tokenize.dataset", f"{self.tokenize.dataset!r} is not in download.datasets ({known})"
+            )
 
 
 def parse_params(data: Any) -> Params:

@@ -3,7 +3,9 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Put the project root, not stages/, first on the path: `import src` works and this
+# folder's tokenize.py cannot shadow the standard library's tokenize module.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from src.utils.cli import run_cli
 from src.utils.download_datasets import main

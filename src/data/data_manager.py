@@ -1,0 +1,149 @@
+"""The seed's ``LightningDataModule``: raw splits to tokenized windows, once, on rank 0.
+
+```python
+from src.data.data_manager import LightningDataModule
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("data/main_cache/tokenized/bpe/tokenizer")  # or "gpt2" online
+dm = LightningDataModule(tokenizer=tokenizer, dataset_configs={"kjv": {}}, batch_size=8, max_length=128)
+dm.prepare_data()   # downloads if needed, tokenizes once into data/main_cache/tokenized/<tokenizer>/
+dm.setup("fit")     # memory-maps the token files
+```
+
+It shares the download and tokenize code with the DVC stages, so a token folder
+made by either is used by the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from src.config import PARAMS_FILE, DatasetSpec, Params, load_params
+from src.data.raw_export import MANIFEST as EXPORT_MANIFEST
+from src.data.raw_export import TRAIN, VALIDATION
+from src.data.token_files import check_tokenizer, open_tokens, read_token_manifest
+from src.data.tokenize_corpus import is_up_to_date, tokenize_export
+from src.data.tokenizer_setup import tokenizer_dir_name, tokenizer_fingerprint
+from src.data.windows import TokenWindows, ValidationWindows, WindowSampler
+from src.errors import ConfigError
+from src.utils.typed_config import build
+
+log = logging.getLogger(__name__)
+
+
+class LightningDataModule(L.LightningDataModule):
+    """Token windows for causal-LM training from one dataset of ``params.yaml`` (or given inline)."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        dataset_configs: Mapping[str, Mapping[str, Any]],
+        batch_size: int = 8,
+        max_length: int = 128,
+        *,
+        seed: int = 0,
+        num_workers: int = 0,
+        tokenizer_name: str | None = None,
+        params: Params | None = None,
+        params_file: str | Path = PARAMS_FILE,
+    ) -> None:
+        """
+        Args:
+            tokenizer: a ``transformers`` fast tokenizer; its tokens go to ``tokenized/<tokenizer_name>/``.
+            dataset_configs: ``{name: overrides}``; the name's entry in ``download.datasets`` is used,
+                with the given ``load_dataset`` settings on top (``{}`` keeps it as it is).
+            batch_size, max_length: per-device batch size and window length in tokens.
+            seed: seed of the training window order (a pure function of seed, epoch, position).
+            tokenizer_name: folder name under ``tokenized/`` (default: derived from the tokenizer).
+            params / params_file: where paths and dataset definitions come from.
+        """
+        super().__init__()
+        if len(dataset_configs) != 1:
+            raise ConfigError(f"dataset_configs: expected exactly one dataset, got {list(dataset_configs)}")
+        if batch_size < 1 or max_length < 2:
+            raise ConfigError(
+                f"batch_size / max_length: expected >= 1 / >= 2, got {batch_size} / {max_length}"
+            )
+        self.params = params or load_params(params_file)
+        ((self.dataset_name, overrides),) = dataset_configs.items()
+        self.dataset_spec = self._dataset_spec(self.dataset_name, overrides)
+        self.tokenizer = tokenizer
+        self.tokenizer_name = tokenizer_name or tokenizer_dir_name(tokenizer)
+        self.batch_size, self.max_length = batch_size, max_length
+        self.seed, self.num_workers = seed, num_workers
+        self.export_dir = self.params.paths.raw_dir() / self.dataset_name
+        self.token_dir = self.params.paths.tokenized_dir(self.tokenizer_name)
+        self.train_sampler: WindowSampler | None = None
+
+    def _dataset_spec(self, name: str, overrides: Mapping[str, Any]) -> DatasetSpec:
+        known = self.params.download.datasets.get(name)
+        base = dataclasses.asdict(known) if known else {}
+        if not base and "path" not in overrides:
+            raise ConfigError(
+                f"dataset_configs.{name}: not in params.yaml download.datasets; give its 'path'"
+            )
+        return build(DatasetSpec, {**base, **overrides}, f"dataset_configs.{name}")
+
+    def prepare_data(self) -> None:
+        """Download (if the export is missing) and tokenize (if tokens are missing or stale), on rank 0."""
+        from src.utils.download_datasets import download_dataset
+
+        if not (self.export_dir / EXPORT_MANIFEST).is_file():
+            download_dataset(
+                self.dataset_name,
+                self.dataset_spec,
+                self.params.paths.raw_dir().parent,
+                hub_timeout_s=self.params.download.hub_timeout_s,
+            )
+        if is_up_to_date(self.token_dir, self.tokenizer, self.export_dir):
+            log.info("tokens in %s are up to date", self.token_dir)
+            return
+        tokenize_export(
+            self.export_dir,
+            self.token_dir,
+            self.tokenizer,
+            name=self.tokenizer_name,
+            kind="given to the data module",
+            threads=self.params.tokenize.threads(),
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Memory-map the token files after checking they belong to this tokenizer and are complete."""
+        manifest = read_token_manifest(self.token_dir)
+        check_tokenizer(self.token_dir, manifest, tokenizer_fingerprint(self.tokenizer))
+        self.manifest = manifest
+        self.train_tokens = open_tokens(self.token_dir, TRAIN, manifest)
+        self.val_tokens = open_tokens(self.token_dir, VALIDATION, manifest)
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self._trainer if hasattr(self, "_trainer") else None
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world_size = self._rank()
+        if self.train_sampler is None:
+            self.train_sampler = WindowSampler(
+                len(self.train_tokens), self.max_length, self.seed, rank=rank, world_size=world_size
+            )
+        return DataLoader(
+            TokenWindows(self.train_tokens, self.max_length),
+            batch_size=self.batch_size,
+            sampler=self.train_sampler,
+            num_workers=self.num_workers,
+            drop_last=True,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            ValidationWindows(self.val_tokens, self.max_length),
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+        )

@@ -1,0 +1,76 @@
+"""Flat token files and their manifest: writing them, and reading them safely.
+
+A split is one file of little-endian ids (``uint16`` when the vocabulary fits,
+else ``uint32``), documents each followed by EOS. Training memory-maps it and
+cuts windows at load time, so the block length is a training parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.errors import PipelineError
+from src.paths import display_path
+
+MANIFEST = "manifest.json"
+TOKENIZER_DIR = "tokenizer"
+UINT16_MAX_VOCAB = 65_535
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """``uint16`` for vocabularies up to 65,535 tokens, ``uint32`` above."""
+    return np.dtype("<u2") if vocab_size <= UINT16_MAX_VOCAB else np.dtype("<u4")
+
+
+def token_dtype_of(manifest: dict[str, Any]) -> np.dtype:
+    """The on-disk dtype a manifest names (always little-endian)."""
+    return np.dtype(manifest["dtype"]).newbyteorder("<")
+
+
+def read_token_manifest(token_dir: Path) -> dict[str, Any]:
+    path = token_dir / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(f"{display_path(path)}: not found; run `dvc repro tokenize` first") from None
+    except ValueError:
+        raise PipelineError(f"{display_path(path)}: not valid JSON; re-run `dvc repro tokenize`") from None
+
+
+def check_tokenizer(token_dir: Path, manifest: dict[str, Any], fingerprint: str) -> None:
+    """Refuse tokens made by another tokenizer: the ids would mean different text."""
+    made_by = manifest["tokenizer"]["sha256"]
+    if made_by != fingerprint:
+        raise PipelineError(
+            f"{display_path(token_dir / MANIFEST)}: tokens were made by tokenizer {made_by[:12]}, not by the "
+            f"given one ({fingerprint[:12]}); load {display_path(token_dir / TOKENIZER_DIR)} or re-tokenize"
+        )
+
+
+def open_tokens(token_dir: Path, split: str, manifest: dict[str, Any]) -> np.memmap:
+    """Memory-map one split's token file after checking it is complete.
+
+    Memory-mapping keeps RSS flat whatever the corpus size: pages are read on demand.
+    """
+    info = manifest["splits"].get(split)
+    if info is None:
+        raise PipelineError(
+            f"{display_path(token_dir / MANIFEST)}: no split {split!r}; it has {list(manifest['splits'])}"
+        )
+    path = token_dir / info["file"]
+    dtype = token_dtype_of(manifest)
+    expected = info["tokens"] * dtype.itemsize
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise PipelineError(f"{display_path(path)}: missing; re-run `dvc repro tokenize`") from None
+    if size != expected:
+        raise PipelineError(
+            f"{display_path(path)}: truncated or damaged ({size} bytes, expected {expected}); "
+            "re-run `dvc repro tokenize` (or `dvc checkout`)"
+        )
+    return np.memmap(path, dtype=dtype, mode="r")

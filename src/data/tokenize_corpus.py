@@ -1,0 +1,216 @@
+"""Tokenize an export into flat token files: the one implementation the stage and the data module share.
+
+The export is streamed in ~1 MB chunks of documents; a thread pool encodes them
+(the fast encoders release the GIL) while this thread parses the next chunk and
+writes finished ones in order. Memory stays flat whatever the corpus size, and
+the bytes written do not depend on the chunk size or the number of threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.config import BPE, Params
+from src.data.fast_encoder import DocumentEncoder, build_encoder
+from src.data.raw_export import MANIFEST as EXPORT_MANIFEST
+from src.data.raw_export import VALIDATION, read_manifest
+from src.data.token_files import MANIFEST, TOKENIZER_DIR, read_token_manifest, token_dtype, token_dtype_of
+from src.data.tokenizer_setup import eos_id, load_pretrained, tokenizer_fingerprint, train_bpe
+from src.errors import PipelineError
+from src.paths import display_path, resolve_path
+from src.utils.files import atomic_directory, canonical_json, sha256_file
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+_PROBE_DOCUMENTS = 200
+
+
+def iter_document_chunks(jsonl: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[list[str]]:
+    """Documents of an export file, in order, in lists of about ``chunk_bytes`` of JSON."""
+    with open(jsonl, "rb") as handle:
+        while lines := handle.readlines(chunk_bytes):
+            yield [row["text"] for row in json.loads(b"[" + b",".join(lines) + b"]")]
+
+
+def iter_documents(jsonl: Path) -> Iterator[str]:
+    for chunk in iter_document_chunks(jsonl):
+        yield from chunk
+
+
+def encode_split(
+    jsonl: Path,
+    out: Path,
+    encoder: DocumentEncoder,
+    dtype: np.dtype,
+    *,
+    threads: int,
+    documents: int | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> dict[str, Any]:
+    """Write the ids of every document in ``jsonl`` to ``out``; return tokens, documents, sha256."""
+    from tqdm.auto import tqdm
+
+    digest, tokens, docs = hashlib.sha256(), 0, 0
+    started = time.perf_counter()
+    limit = np.iinfo(dtype).max
+    with (
+        ThreadPoolExecutor(max_workers=threads) as pool,
+        open(out, "wb") as handle,
+        tqdm(total=documents, unit="doc", desc=f"tokenize {jsonl.stem}", leave=False) as progress,
+    ):
+        pending: deque = deque()
+
+        def write_oldest() -> None:
+            nonlocal tokens, docs
+            count, future = pending.popleft()
+            ids = future.result()
+            if ids.size and int(ids.max()) > limit:
+                raise PipelineError(
+                    f"{display_path(out)}: token id {int(ids.max())} does not fit {dtype.name}"
+                )
+            data = ids.astype(dtype, copy=False).tobytes()
+            handle.write(data)
+            digest.update(data)
+            tokens += ids.size
+            docs += count
+            progress.update(count)
+            progress.set_postfix_str(f"{tokens / max(time.perf_counter() - started, 1e-9):,.0f} tok/s")
+
+        for chunk in iter_document_chunks(jsonl, chunk_bytes):
+            pending.append((len(chunk), pool.submit(encoder.encode_documents, chunk)))
+            if len(pending) > 2 * threads:
+                write_oldest()
+        while pending:
+            write_oldest()
+    return {"file": out.name, "tokens": tokens, "documents": docs, "sha256": digest.hexdigest()}
+
+
+def export_hashes(export_dir: Path) -> dict[str, str]:
+    """SHA-256 of each file of an export: what the tokens were made from."""
+    return {path.name: sha256_file(path) for path in sorted(export_dir.iterdir()) if path.is_file()}
+
+
+def is_up_to_date(token_dir: Path, tokenizer: Any, export_dir: Path) -> bool:
+    """True when ``token_dir`` already holds this export tokenized by this tokenizer, intact."""
+    if not (token_dir / MANIFEST).is_file():
+        return False
+    manifest = read_token_manifest(token_dir)
+    if manifest.get("tokenizer", {}).get("sha256") != tokenizer_fingerprint(tokenizer):
+        return False
+    if manifest.get("source", {}).get("files") != export_hashes(export_dir):
+        return False
+    itemsize = token_dtype_of(manifest).itemsize
+    return all(
+        (token_dir / info["file"]).is_file()
+        and (token_dir / info["file"]).stat().st_size == info["tokens"] * itemsize
+        for info in manifest["splits"].values()
+    )
+
+
+def tokenize_export(
+    export_dir: Path,
+    token_dir: Path,
+    tokenizer: Any,
+    *,
+    name: str,
+    kind: str,
+    threads: int,
+    eos_token: str | None = None,
+    settings: dict[str, Any] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> dict[str, Any]:
+    """Tokenize every split of ``export_dir`` into ``token_dir`` (written atomically); return the manifest."""
+    if not (export_dir / EXPORT_MANIFEST).is_file():
+        raise PipelineError(f"{display_path(export_dir)}: no export here; run `dvc repro download` first")
+    export = read_manifest(export_dir)
+    eos = eos_id(tokenizer, eos_token)
+    eos_text = tokenizer.convert_ids_to_tokens(eos)
+    vocab_size = len(tokenizer)
+    dtype = token_dtype(vocab_size)
+    splits = export["splits"]
+    probe_split = VALIDATION if VALIDATION in splits else next(iter(splits))
+    probe = list(islice(iter_documents(export_dir / splits[probe_split]["file"]), _PROBE_DOCUMENTS))
+    encoder = build_encoder(tokenizer, eos_text, probe)
+    log.info(
+        "tokenizing %s with %s (%d threads, %s)", display_path(export_dir), encoder.name, threads, dtype.name
+    )
+    with atomic_directory(token_dir) as staging:
+        tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+        written = {
+            split: encode_split(
+                export_dir / info["file"],
+                staging / f"{split}.bin",
+                encoder,
+                dtype,
+                threads=threads,
+                documents=info["rows"],
+                chunk_bytes=chunk_bytes,
+            )
+            for split, info in splits.items()
+        }
+        manifest = {
+            "tokenizer": {
+                "name": name,
+                "kind": kind,
+                "sha256": tokenizer_fingerprint(tokenizer),
+                "vocab_size": vocab_size,
+                "eos_token": eos_text,
+                "eos_id": eos,
+                "files": TOKENIZER_DIR,
+                "settings": settings or {},
+            },
+            "dtype": dtype.name,
+            "layout": "each document's ids followed by the EOS id",
+            "splits": written,
+            "source": {"dataset": export["dataset"], "files": export_hashes(export_dir)},
+        }
+        (staging / MANIFEST).write_text(canonical_json(manifest), encoding="utf-8")
+    for split, info in written.items():
+        log.info("%s: %s tokens in %s documents", split, f"{info['tokens']:,}", f"{info['documents']:,}")
+    return manifest
+
+
+def tokenize_from_params(params: Params) -> Path:
+    """The tokenize stage: get the tokenizer ``params.tokenize`` names and tokenize its export."""
+    config = params.tokenize
+    export_dir = params.paths.raw_dir() / config.dataset
+    token_dir = params.paths.tokenized_dir(config.tokenizer)
+    if not (export_dir / EXPORT_MANIFEST).is_file():
+        raise PipelineError(f"{display_path(export_dir)}: no export here; run `dvc repro download` first")
+    if config.tokenizer == BPE:
+        train = read_manifest(export_dir)["splits"]["train"]
+        log.info("training a byte-level BPE (vocabulary %d) on %s", config.vocab_size, train["file"])
+        tokenizer = train_bpe(iter_documents(export_dir / train["file"]), config, train["rows"])
+        kind, eos_token = "byte-level BPE trained on the train split", config.eos_token
+        settings = {
+            "vocab_size": config.vocab_size,
+            "min_frequency": config.min_frequency,
+            "special_tokens": list(config.special_tokens),
+        }
+    else:
+        model_cache = resolve_path(params.paths.model_cache)
+        tokenizer = load_pretrained(config.tokenizer, model_cache, params.download.hub_timeout_s)
+        kind, eos_token, settings = "pretrained", None, {}
+    tokenize_export(
+        export_dir,
+        token_dir,
+        tokenizer,
+        name=config.tokenizer,
+        kind=kind,
+        threads=config.threads(),
+        eos_token=eos_token,
+        settings=settings,
+    )
+    return token_dir

@@ -1,0 +1,123 @@
+"""Get the tokenizer: train a byte-level BPE offline, or load a pretrained one.
+
+Both end up as a ``transformers`` fast tokenizer, saved next to the tokens so
+``AutoTokenizer.from_pretrained(<tokenized dir>/tokenizer)`` gives back exactly
+the tokenizer that made them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from src.config import BPE, TokenizeConfig
+from src.data.sources import hub_is_reachable, use_offline_hub
+from src.errors import ConfigError, PipelineError
+from src.paths import PROJECT_ROOT, resolve_path
+
+log = logging.getLogger(__name__)
+
+#: Parts of a serialized tokenizer that change how text is padded or cut, never which ids it gets.
+_RUNTIME_ONLY = ("padding", "truncation")
+
+
+def train_bpe(documents: Iterator[str], config: TokenizeConfig, num_documents: int | None = None) -> Any:
+    """Train a GPT-2-style byte-level BPE on ``documents``; same corpus and settings, same tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=config.vocab_size,
+        min_frequency=config.min_frequency,
+        special_tokens=list(config.special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(documents, trainer, length=num_documents)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token=config.eos_token, bos_token=config.eos_token, unk_token=None
+    )
+
+
+def load_pretrained(
+    name_or_path: str, model_cache: Path, hub_timeout_s: float, key: str = "tokenize.tokenizer"
+) -> Any:
+    """A pretrained tokenizer from a project folder or the Hub (cached under ``model_cache``)."""
+    from transformers import AutoTokenizer
+
+    folder = resolve_path(name_or_path, PROJECT_ROOT)
+    if folder.is_dir():
+        return AutoTokenizer.from_pretrained(str(folder))
+    offline = not hub_is_reachable(hub_timeout_s)
+    if offline:
+        use_offline_hub()
+    try:
+        return AutoTokenizer.from_pretrained(
+            name_or_path, cache_dir=str(model_cache), local_files_only=offline
+        )
+    except OSError as error:
+        if offline:
+            raise PipelineError(
+                f"{key}: the Hugging Face Hub is unreachable and {name_or_path!r} is not cached in "
+                f"{model_cache}; connect to the network, use a tokenizer folder, or set {key}: {BPE}"
+            ) from None
+        raise ConfigError(
+            f"{key}: cannot load tokenizer {name_or_path!r}: {str(error).splitlines()[0]}"
+        ) from None
+
+
+def eos_id(tokenizer: Any, eos_token: str | None = None) -> int:
+    """The id written after every document."""
+    token = eos_token or tokenizer.eos_token
+    if token is None:
+        raise ConfigError(
+            f"tokenize.tokenizer: {tokenizer.name_or_path!r} has no EOS token to separate documents"
+        )
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise ConfigError(
+            f"tokenize.eos_token: {token!r} is not in the vocabulary of {tokenizer.name_or_path!r}"
+        )
+    return int(token_id)
+
+
+def tokenizer_json(tokenizer: Any) -> dict[str, Any]:
+    """The fast tokenizer's full definition (model, merges, pre-tokenizer...) as data."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ConfigError(f"tokenize.tokenizer: {tokenizer.name_or_path!r} has no fast (Rust) tokenizer")
+    data = json.loads(backend.to_str())
+    return {key: value for key, value in data.items() if key not in _RUNTIME_ONLY}
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """SHA-256 of everything that decides the ids a tokenizer produces.
+
+    Stored in the token manifest so tokens are never read with another tokenizer.
+    """
+    canonical = json.dumps(tokenizer_json(tokenizer), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def tokenizer_dir_name(tokenizer: Any) -> str:
+    """The folder name under ``tokenized/`` for a tokenizer object (as the seed lays it out).
+
+    A tokenizer loaded from ``tokenized/<name>/tokenizer`` maps back to ``<name>``;
+    a Hub tokenizer uses its id; another folder its base name.
+    """
+    source = str(getattr(tokenizer, "name_or_path", "") or "")
+    path = Path(source)
+    if path.is_dir():
+        if path.name == "tokenizer" and (path.parent / "manifest.json").is_file():
+            return path.parent.name
+        return path.name
+    if not source:
+        raise ConfigError("tokenizer: it has no name; pass tokenizer_name= to the data module")
+    return source
