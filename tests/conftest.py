@@ -124,3 +124,46 @@ def _drop_log_handlers() -> Iterator[None]:
         if getattr(handler, "_pipeline_handler", False):
             root.removeHandler(handler)
             handler.close()
+
+
+KJV_LINES = 3000
+
+
+@pytest.fixture
+def tiny_params_file(tmp_path: Path) -> Path:
+    """A params.yaml whose caches live in ``tmp_path`` and whose ``kjv`` is the first verses only."""
+    import yaml
+
+    from src.config import PARAMS_FILE
+    from src.data.sources import _resolve_local_file
+
+    kjv = _resolve_local_file("test", "package://bible/data/kjv.jsonl", PROJECT_ROOT)
+    lines = kjv.read_text(encoding="utf-8").splitlines(keepends=True)[:KJV_LINES]
+    (tmp_path / "kjv_small.jsonl").write_text("".join(lines), encoding="utf-8")
+    params = yaml.safe_load(PARAMS_FILE.read_text())
+    params["paths"] = {
+        "cache_dir": str(tmp_path / "main_cache"),
+        "model_cache": str(tmp_path / "model_cache"),
+        "log_dir": str(tmp_path / "logs"),
+    }
+    params["download"]["datasets"]["kjv"]["data_files"] = str(tmp_path / "kjv_small.jsonl")
+    params["download"]["datasets"]["kjv"]["validation_fraction"] = 0.1
+    params["tokenize"]["vocab_size"] = 600
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny_params(tiny_params_file: Path):
+    from src.config import load_params
+
+    return load_params(tiny_params_file)
+
+
+@pytest.fixture
+def tiny_export(tiny_params) -> Path:
+    """The download export of the small corpus."""
+    from src.utils.download_datasets import download_all
+
+    return download_all(tiny_params, tiny_params.paths.raw_dir().parent)["kjv"]

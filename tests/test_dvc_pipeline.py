@@ -71,3 +71,38 @@ def test_bad_param_fails_with_one_line_and_keeps_the_export(project_copy: Path) 
     assert ours == ["error: download.datasets.kjv.validation_fraction: expected a number in (0, 1), got 'x'"]
     assert "Traceback" not in result.stderr
     assert {p.name: p.read_bytes() for p in export.iterdir()} == good
+
+
+def test_changing_the_vocabulary_reruns_tokenize_only(project_copy: Path) -> None:
+    dvc(project_copy, "repro")
+    params = project_copy / "params.yaml"
+    params.write_text(params.read_text().replace("vocab_size: 8192", "vocab_size: 4096"))
+    status = dvc(project_copy, "status").stdout
+    assert "tokenize:" in status and "download@kjv:" not in status
+    params.write_text(params.read_text().replace("vocab_size: 4096", "vocab_size: 8192"))
+
+    tokens_before = out_hash(project_copy, "tokenize")
+    run = dvc(project_copy, "exp", "run", "-S", "tokenize.vocab_size=4096")
+    assert "Running stage 'tokenize'" in run.stdout
+    assert "Running stage 'download@kjv'" not in run.stdout
+    assert out_hash(project_copy, "tokenize") != tokens_before
+
+
+def test_seed_data_module_snippet_runs_from_the_project_root(project_copy: Path) -> None:
+    dvc(project_copy, "repro")
+    snippet = """
+from src.data.data_manager import LightningDataModule
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("data/main_cache/tokenized/bpe/tokenizer")
+dm = LightningDataModule(tokenizer=tokenizer, dataset_configs={"kjv": {}}, batch_size=8, max_length=128)
+dm.prepare_data()
+dm.setup("fit")
+print(tuple(next(iter(dm.train_dataloader()))["input_ids"].shape))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=project_copy, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("(8, 128)")
+    assert git(project_copy, "diff", "--exit-code", "dvc.lock").returncode == 0

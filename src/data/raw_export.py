@@ -49,11 +49,31 @@ def plan_splits(row_counts: Mapping[str, int], fraction: float, seed: int) -> li
     return [SplitPlan(TRAIN, mask)] + [SplitPlan(name) for name in row_counts if name != TRAIN]
 
 
+_LINE_START, _LINE_END = '{"text": "', '"}\n'
+
+
 def document_line(text: Any) -> bytes | None:
     """The JSON line of one document, or None for a blank row (it has no text to learn from)."""
     if isinstance(text, str) and text.strip():
         return (json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("utf-8")
     return None
+
+
+def parse_document_lines(block: bytes) -> list[str]:
+    """The documents of whole export lines (``block`` ends with a newline), in order.
+
+    Lines written by :func:`document_line` are ``{"text": "..."}``; a quote,
+    newline or backslash inside the text is escaped with a backslash. So a block
+    without any backslash is the texts verbatim between fixed separators, and a
+    C-level split reads it several times faster than ``json.loads`` per line.
+    """
+    if not block:
+        return []
+    if b"\\" not in block:
+        text = block.decode("utf-8")
+        if text.startswith(_LINE_START) and text.endswith(_LINE_END):
+            return text[len(_LINE_START) : -len(_LINE_END)].split(_LINE_END + _LINE_START)
+    return [row["text"] for row in json.loads(b"[" + b",".join(block.splitlines()) + b"]")]
 
 
 class _SplitWriter:

@@ -9,7 +9,6 @@ the bytes written do not depend on the chunk size or the number of threads.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections import deque
@@ -24,7 +23,7 @@ import numpy as np
 from src.config import BPE, Params
 from src.data.fast_encoder import DocumentEncoder, build_encoder
 from src.data.raw_export import MANIFEST as EXPORT_MANIFEST
-from src.data.raw_export import VALIDATION, read_manifest
+from src.data.raw_export import VALIDATION, parse_document_lines, read_manifest
 from src.data.token_files import MANIFEST, TOKENIZER_DIR, read_token_manifest, token_dtype, token_dtype_of
 from src.data.tokenizer_setup import eos_id, load_pretrained, tokenizer_fingerprint, train_bpe
 from src.errors import PipelineError
@@ -38,10 +37,17 @@ _PROBE_DOCUMENTS = 200
 
 
 def iter_document_chunks(jsonl: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[list[str]]:
-    """Documents of an export file, in order, in lists of about ``chunk_bytes`` of JSON."""
+    """Documents of an export file, in order, in lists of about ``chunk_bytes`` of JSON lines."""
     with open(jsonl, "rb") as handle:
-        while lines := handle.readlines(chunk_bytes):
-            yield [row["text"] for row in json.loads(b"[" + b",".join(lines) + b"]")]
+        carry = b""
+        while block := handle.read(chunk_bytes):
+            block = carry + block
+            cut = block.rfind(b"\n") + 1  # whole lines only; the rest waits for the next block
+            carry = block[cut:]
+            if cut:
+                yield parse_document_lines(block[:cut])
+        if carry:
+            yield parse_document_lines(carry + b"\n")
 
 
 def iter_documents(jsonl: Path) -> Iterator[str]:
@@ -65,10 +71,17 @@ def encode_split(
     digest, tokens, docs = hashlib.sha256(), 0, 0
     started = time.perf_counter()
     limit = np.iinfo(dtype).max
+
+    def encode(documents: list[str]) -> np.ndarray:  # runs in a worker thread
+        ids = encoder.encode_documents(documents)
+        if ids.size and int(ids.max()) > limit:
+            raise PipelineError(f"{display_path(out)}: token id {int(ids.max())} does not fit {dtype.name}")
+        return ids.astype(dtype, copy=False)
+
     with (
         ThreadPoolExecutor(max_workers=threads) as pool,
         open(out, "wb") as handle,
-        tqdm(total=documents, unit="doc", desc=f"tokenize {jsonl.stem}", leave=False) as progress,
+        tqdm(total=documents, unit="doc", desc=f"tokenize {jsonl.stem}", mininterval=0.5) as progress,
     ):
         pending: deque = deque()
 
@@ -76,20 +89,16 @@ def encode_split(
             nonlocal tokens, docs
             count, future = pending.popleft()
             ids = future.result()
-            if ids.size and int(ids.max()) > limit:
-                raise PipelineError(
-                    f"{display_path(out)}: token id {int(ids.max())} does not fit {dtype.name}"
-                )
-            data = ids.astype(dtype, copy=False).tobytes()
-            handle.write(data)
-            digest.update(data)
+            handle.write(ids.data)
+            digest.update(ids.data)
             tokens += ids.size
             docs += count
             progress.update(count)
-            progress.set_postfix_str(f"{tokens / max(time.perf_counter() - started, 1e-9):,.0f} tok/s")
+            rate = tokens / max(time.perf_counter() - started, 1e-9)
+            progress.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
 
         for chunk in iter_document_chunks(jsonl, chunk_bytes):
-            pending.append((len(chunk), pool.submit(encoder.encode_documents, chunk)))
+            pending.append((len(chunk), pool.submit(encode, chunk)))
             if len(pending) > 2 * threads:
                 write_oldest()
         while pending:

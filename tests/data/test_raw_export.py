@@ -47,3 +47,14 @@ def test_export_writes_jsonl_and_manifest_and_skips_blank_rows(tmp_path: Path) -
         s: i["rows"] for s, i in on_disk["splits"].items()
     }
     assert rows["train"] == sorted(rows["train"], key=lambda t: int(t.split()[1]))  # source order kept
+
+
+def test_fast_line_parser_agrees_with_json() -> None:
+    from src.data.raw_export import document_line, parse_document_lines
+
+    plain = ["In the beginning", "naïve café 東京 🎉", "  spaces  "]
+    escaped = [*plain, 'a "quoted" word', "two\nlines", "back\\slash", "tab\there", '"}\n{"text": "']
+    for texts in (plain, escaped):
+        block = b"".join(line for t in texts if (line := document_line(t)))
+        assert parse_document_lines(block) == [json.loads(line)["text"] for line in block.splitlines()]
+    assert parse_document_lines(b"") == []

@@ -186,12 +186,12 @@ def closed_port() -> int:
 
 def test_unreachable_hub_fails_fast_with_advice(tmp_path: Path, python_runner) -> None:
     params = yaml.safe_load(PARAMS_FILE.read_text())
-    params["download"]["datasets"] = {
-        "wikitext": {"path": "Salesforce/wikitext", "name": "wikitext-2-raw-v1"}
-    }
+    params["download"]["datasets"]["wikitext"] = {"path": "Salesforce/wikitext", "name": "wikitext-2-raw-v1"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = python_runner(
         SCRIPT,
+        "--dataset",
+        "wikitext",
         "--params",
         tmp_path / "params.yaml",
         "--cache-dir",

@@ -1,0 +1,81 @@
+"""The trained BPE, tokenizer fingerprints, and the encoders that must agree with it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from src.config import TokenizeConfig
+from src.data.fast_encoder import PROBE_TEXTS, TiktokenEncoder, TokenizersEncoder, build_encoder
+from src.data.tokenize_corpus import iter_documents
+from src.data.tokenizer_setup import load_pretrained, tokenizer_dir_name, tokenizer_fingerprint, train_bpe
+from src.errors import PipelineError
+
+CONFIG = TokenizeConfig(vocab_size=600)
+
+
+@pytest.fixture
+def documents(tiny_export: Path) -> list[str]:
+    return list(iter_documents(tiny_export / "train.jsonl"))
+
+
+def test_training_is_deterministic(documents: list[str], tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        train_bpe(iter(documents), CONFIG).save_pretrained(str(tmp_path / name))
+    assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (
+        tmp_path / "b" / "tokenizer.json"
+    ).read_bytes()
+
+
+def test_round_trip_and_fingerprint_survive_save_and_load(documents: list[str], tmp_path: Path) -> None:
+    tokenizer = train_bpe(iter(documents), CONFIG)
+    tokenizer.save_pretrained(str(tmp_path / "tok"))
+    loaded = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    assert tokenizer_fingerprint(loaded) == tokenizer_fingerprint(tokenizer)
+    for text in [*PROBE_TEXTS, *documents[:50]]:
+        assert loaded.decode(loaded(text)["input_ids"]) == text
+    other = train_bpe(iter(documents), dataclasses.replace(CONFIG, vocab_size=500))
+    assert tokenizer_fingerprint(other) != tokenizer_fingerprint(tokenizer)
+
+
+def test_trained_bpe_gets_the_fast_encoder_with_identical_ids(documents: list[str]) -> None:
+    tokenizer = train_bpe(iter(documents), CONFIG)
+    encoder = build_encoder(tokenizer, "<|endoftext|>", documents[:10])
+    assert isinstance(encoder, TiktokenEncoder)
+    reference = TokenizersEncoder(tokenizer, "<|endoftext|>")
+    tricky = [*PROBE_TEXTS, "a doc with <|endoftext|> inside", "", " ", "\n\n\n"]
+    assert np.array_equal(encoder.encode_documents(tricky), reference.encode_documents(tricky))
+
+
+def test_tokenizer_without_tiktoken_form_falls_back(documents: list[str]) -> None:
+    from tokenizers import normalizers
+
+    tokenizer = train_bpe(iter(documents), CONFIG)
+    tokenizer.backend_tokenizer.normalizer = normalizers.Lowercase()
+    encoder = build_encoder(tokenizer, "<|endoftext|>")
+    assert isinstance(encoder, TokenizersEncoder)
+    ids = encoder.encode_documents(["Hello World"]).tolist()
+    assert ids == [*tokenizer("hello world")["input_ids"], tokenizer.eos_token_id]
+
+
+def test_dir_name_of_a_tokenizer_from_the_token_folder(tiny_params, tiny_export: Path) -> None:
+    from src.data.tokenize_corpus import tokenize_from_params
+
+    token_dir = tokenize_from_params(tiny_params)
+    assert tokenizer_dir_name(AutoTokenizer.from_pretrained(str(token_dir / "tokenizer"))) == "bpe"
+
+
+def test_hub_tokenizer_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import src.data.tokenizer_setup as setup
+
+    monkeypatch.setattr(setup, "hub_is_reachable", lambda timeout: False)
+    monkeypatch.setattr(setup, "use_offline_hub", lambda: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        PipelineError, match=r"tokenize.tokenizer: the Hugging Face Hub is unreachable and 'gpt2'"
+    ):
+        load_pretrained("gpt2", tmp_path / "model_cache", hub_timeout_s=1)
