@@ -7,7 +7,7 @@ PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup repro test lint format lock clean-venv
+.PHONY: setup repro test lint format lock clean-venv ui
 
 setup: $(STAMP)
 
@@ -44,3 +44,9 @@ lock:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The MLflow UI on the project's store, bound to 127.0.0.1 only.
+UI_PORT ?= 5000
+ui: setup
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true \
+	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(UI_PORT) --workers 1

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -41,6 +41,14 @@ class PathsConfig:
     """Hugging Face model and tokenizer files fetched from the Hub."""
     log_dir: str = "data/logs"
     """Where each download run writes ``download_datasets_<n>.log``."""
+    model_dir: str = "data/model"
+    """The trained model (``save_pretrained`` format plus its tokenizer): the train stage's output."""
+    checkpoint_dir: str = "data/checkpoints"
+    """Training checkpoints, kept across runs so an interrupted run resumes."""
+    metrics_file: str = "metrics.json"
+    """Final metrics of the last training run (``dvc metrics show``)."""
+    plots_dir: str = "plots"
+    """Per-step loss curves as CSV files (``dvc plots show``)."""
 
     def raw_dir(self, root: Path = PROJECT_ROOT) -> Path:
         """``<cache_dir>/raw``: the Hugging Face datasets cache and the canonical exports."""
@@ -129,12 +137,84 @@ class TokenizeConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The model (its settings arrive with the train stage)."""
+    """The causal language model: a GPT-2-style model built here, or pretrained weights."""
+
+    pretrained: str = ""
+    """A Hub model name or model folder to load weights from; empty builds a new model as set below."""
+    trust_remote_code: bool = False
+    """Allow a pretrained model to run code from its repository (only for sources you trust)."""
+    n_layer: int = setting(4, within="[1, 1024]")
+    """Transformer blocks of the new model."""
+    n_head: int = setting(4, within="[1, 1024]")
+    """Attention heads per block; must divide ``n_embd``."""
+    n_embd: int = setting(128, within="[1, 65536]")
+    """Width of the new model."""
+    dropout: float = setting(0.0, within="[0, 1)")
+    """Dropout on embeddings, attention and residuals of the new model."""
+
+    def __post_init__(self) -> None:
+        if not self.pretrained and self.n_embd % self.n_head:
+            raise FieldError("n_head", f"must divide model.n_embd ({self.n_embd}), got {self.n_head}")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training (its settings arrive with the train stage)."""
+    """Optimisation, evaluation and checkpointing of the train stage."""
+
+    seed: int = setting(0, within="[0, 4294967295]")
+    """Seeds weights, dropout and the data order: the same params give the same losses on the same machine."""
+    max_length: int = setting(128, within="[2, 1048576]")
+    """Tokens per training window (the model's context). Changing it does not re-tokenize."""
+    batch_size: int = setting(16, within="[1, 1048576]")
+    """Windows per micro-batch and device."""
+    accumulate_grad_batches: int = setting(1, within="[1, 65536]")
+    """Micro-batches per optimizer step."""
+    max_steps: int = setting(600, within="[1, 1000000000]")
+    """Optimizer steps to train for."""
+    lr: float = setting(3e-3, within="(0, 10]")
+    """Peak learning rate of AdamW, reached after the warmup."""
+    min_lr_ratio: float = setting(0.1, within="[0, 1]")
+    """The cosine decay ends at ``lr * min_lr_ratio``."""
+    warmup_steps: int = setting(50, within="[0, 1000000000]")
+    """Steps of linear warmup from 0 to ``lr``."""
+    weight_decay: float = setting(0.1, within="[0, 10]")
+    """AdamW decay, applied to matrices only (not to biases and norms)."""
+    beta1: float = setting(0.9, within="[0, 1)")
+    """AdamW beta1."""
+    beta2: float = setting(0.95, within="[0, 1)")
+    """AdamW beta2."""
+    grad_clip: float = setting(1.0, within="[0, 1000000]")
+    """Clip the gradient norm to this value (0 turns clipping off)."""
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    """Lightning precision: 32-true on CPU; bf16-mixed on GPUs that support it."""
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "cpu"
+    """Where to train; ``auto`` takes a GPU when there is one."""
+    compile: bool = False
+    """Wrap the model in ``torch.compile`` (checkpoints still store the plain weights)."""
+    eval_every: int = setting(100, within="[1, 1000000000]")
+    """Run validation every this many optimizer steps (and at the end)."""
+    checkpoint_every: int = setting(100, within="[1, 1000000000]")
+    """Write a checkpoint every this many optimizer steps; a multiple of ``eval_every``."""
+    keep_checkpoints: int = setting(2, within="[1, 1000]")
+    """How many of the newest checkpoints to keep."""
+    resume: Literal["auto", "never"] = "auto"
+    """``auto`` continues from the newest checkpoint made with the same params; ``never`` starts afresh."""
+    sample_prompt: str = "In the beginning"
+    """Prompt of the text sample generated after training."""
+    sample_tokens: int = setting(60, within="[1, 100000]")
+    """Tokens to generate for the sample."""
+    num_workers: int = setting(0, within="[0, 256]")
+    """Data-loader worker processes (0 loads in the training process)."""
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every % self.eval_every:
+            raise FieldError(
+                "checkpoint_every",
+                f"must be a multiple of train.eval_every ({self.eval_every}) so a resumed run validates "
+                f"at the same steps, got {self.checkpoint_every}",
+            )
+        if self.warmup_steps >= self.max_steps:
+            raise FieldError("warmup_steps", f"must be below train.max_steps ({self.max_steps})")
 
 
 @dataclass(frozen=True)
@@ -144,7 +224,12 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class MlflowConfig:
-    """Experiment tracking (its settings arrive with the train stage)."""
+    """Experiment tracking: every training run is one MLflow run."""
+
+    tracking_uri: str = ""
+    """Where runs go: empty is ``mlflow.db`` (SQLite) at the project root; or ``http://host:port``."""
+    experiment_name: str = "lmpipe"
+    """MLflow experiment that holds the runs."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from src.config import PARAMS_FILE, DatasetSpec, Params, load_params
@@ -80,7 +81,10 @@ class LightningDataModule(L.LightningDataModule):
         self.seed, self.num_workers = seed, num_workers
         self.export_dir = self.params.paths.raw_dir() / self.dataset_name
         self.token_dir = self.params.paths.tokenized_dir(self.tokenizer_name)
-        self.train_sampler: WindowSampler | None = None
+        self.train_start = 0
+        """Training windows this rank already consumed (set when resuming)."""
+        self.train_length: int | None = None
+        """Training windows to yield (default: one epoch)."""
 
     def _dataset_spec(self, name: str, overrides: Mapping[str, Any]) -> DatasetSpec:
         known = self.params.download.datasets.get(name)
@@ -128,16 +132,22 @@ class LightningDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank()
-        if self.train_sampler is None:
-            self.train_sampler = WindowSampler(
-                len(self.train_tokens), self.max_length, self.seed, rank=rank, world_size=world_size
-            )
+        sampler = WindowSampler(
+            len(self.train_tokens),
+            self.max_length,
+            self.seed,
+            start=self.train_start,
+            length=self.train_length,
+            rank=rank,
+            world_size=world_size,
+        )
         return DataLoader(
             TokenWindows(self.train_tokens, self.max_length),
             batch_size=self.batch_size,
-            sampler=self.train_sampler,
+            sampler=sampler,
             num_workers=self.num_workers,
             drop_last=True,
+            generator=self._loader_generator(),
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -146,4 +156,10 @@ class LightningDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=False,
             num_workers=self.num_workers,
+            generator=self._loader_generator(),
         )
+
+    def _loader_generator(self) -> torch.Generator:
+        """A private generator for the loader's worker seeds: creating a loader then never
+        consumes the global RNG, which dropout uses, so a resumed run draws the same numbers."""
+        return torch.Generator().manual_seed(self.seed)

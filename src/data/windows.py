@@ -41,21 +41,32 @@ class TokenWindows(Dataset):
         return {"input_ids": window, "labels": window.clone()}
 
 
+def windows_per_epoch(num_tokens: int, max_length: int) -> int:
+    """Windows in one epoch: the same for every epoch, whatever its grid offset."""
+    return num_tokens // max_length - 1
+
+
 def epoch_window_starts(num_tokens: int, max_length: int, seed: int, epoch: int) -> np.ndarray:
     """Start indices of one epoch's training windows, in training order.
 
-    Each epoch shifts the window grid by a seeded offset (so the model does not
-    always see the same cut points) and shuffles the windows; both depend only
-    on (seed, epoch).
+    Each epoch shifts the window grid by a seeded offset below ``max_length`` (so
+    the model does not always see the same cut points) and shuffles the windows;
+    both depend only on (seed, epoch).
     """
     rng = np.random.default_rng([seed, epoch])
     offset = int(rng.integers(max_length))
-    count = (num_tokens - offset) // max_length
-    return offset + rng.permutation(count) * max_length  # (count,)
+    return offset + rng.permutation(windows_per_epoch(num_tokens, max_length)) * max_length  # (count,)
 
 
 class WindowSampler(Sampler[int]):
-    """Yields this rank's window starts for the current epoch, from a resumable position."""
+    """This rank's window starts over consecutive epochs, from any position of the stream.
+
+    Position ``p`` of a rank is window ``p % n`` of epoch ``p // n`` (``n`` windows
+    per rank and epoch), so the order is a pure function of (seed, epoch,
+    position): a resumed run passes the windows already consumed as ``start``
+    and sees exactly what it would have seen. Ranks take interleaved windows of
+    the same epoch order, so they never read the same window.
+    """
 
     def __init__(
         self,
@@ -63,40 +74,34 @@ class WindowSampler(Sampler[int]):
         max_length: int,
         seed: int,
         *,
+        start: int = 0,
+        length: int | None = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
         self.num_tokens, self.max_length, self.seed = num_tokens, max_length, seed
         self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-        self.position = 0  # windows of this rank already consumed in this epoch
-
-    def _mine(self) -> np.ndarray:
-        starts = epoch_window_starts(self.num_tokens, self.max_length, self.seed, self.epoch)
-        usable = len(starts) - len(starts) % self.world_size  # every rank gets the same count
-        return starts[self.rank : usable : self.world_size]
+        self.per_rank = windows_per_epoch(num_tokens, max_length) // world_size
+        if self.per_rank < 1:
+            raise ValueError(
+                f"{num_tokens} tokens give no window of {max_length} per rank for {world_size} ranks"
+            )
+        self.start = start
+        self.length = self.per_rank if length is None else length
 
     def __len__(self) -> int:
-        return len(self._mine()) - self.position
+        return self.length
 
     def __iter__(self) -> Iterator[int]:
-        mine, start = self._mine(), self.position
-        self.position = 0  # the next epoch starts from its beginning
-        return iter(mine[start:].tolist())
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of each epoch."""
-        self.epoch = epoch
-
-    def resume_at(self, epoch: int, position: int) -> None:
-        """Continue from window ``position`` of ``epoch`` (e.g. batches done x batch size)."""
-        self.epoch, self.position = epoch, position
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.resume_at(state["epoch"], state["position"])
+        position, end = self.start, self.start + self.length
+        while position < end:
+            epoch, index = divmod(position, self.per_rank)
+            starts = epoch_window_starts(self.num_tokens, self.max_length, self.seed, epoch)
+            stop = min(self.per_rank, index + end - position)
+            yield from starts[
+                self.rank + index * self.world_size : self.rank + stop * self.world_size : self.world_size
+            ].tolist()
+            position += stop - index
 
 
 class ValidationWindows(Dataset):

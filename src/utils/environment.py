@@ -15,11 +15,13 @@ from src.paths import PROJECT_ROOT, resolve_path
 
 
 def configure_environment(paths: PathsConfig, root: Path = PROJECT_ROOT) -> None:
-    """Point Hugging Face's caches at ``paths.model_cache`` and turn telemetry off."""
+    """Point Hugging Face's caches at ``paths.model_cache``, compiler caches at ``tmp/``, telemetry off."""
     defaults = {
         "HF_HOME": str(resolve_path(paths.model_cache, root)),
         "HF_HUB_DISABLE_TELEMETRY": "1",
-        "DO_NOT_TRACK": "1",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "TORCHINDUCTOR_CACHE_DIR": str(root / "tmp" / "torchinductor"),
     }
     for name, value in defaults.items():
         os.environ.setdefault(name, value)

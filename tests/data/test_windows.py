@@ -27,21 +27,23 @@ def test_order_is_a_pure_function_of_seed_and_epoch() -> None:
     assert len({s % 64 for s in a}) == 1  # one grid per epoch: windows never overlap
 
 
-def test_resumed_sampler_continues_exactly_where_it_stopped() -> None:
-    full = WindowSampler(10_000, 64, seed=3)
-    full.set_epoch(2)
-    straight = list(full)
-    resumed = WindowSampler(10_000, 64, seed=3)
-    resumed.load_state_dict({"epoch": 2, "position": 40})
-    assert len(resumed) == len(straight) - 40
-    assert list(resumed) == straight[40:]
-    assert list(resumed) == straight  # the next pass starts the epoch from the beginning
+def test_a_resumed_stream_continues_exactly_where_it_stopped() -> None:
+    per_epoch = 10_000 // 64 - 1
+    straight = list(WindowSampler(10_000, 64, seed=3, length=3 * per_epoch))
+    resumed = WindowSampler(10_000, 64, seed=3, start=200, length=3 * per_epoch - 200)
+    assert len(resumed) == len(straight) - 200
+    assert list(resumed) == straight[200:]
+    for epoch in range(3):  # the stream is epoch after epoch of the seeded order
+        chunk = straight[epoch * per_epoch : (epoch + 1) * per_epoch]
+        assert chunk == epoch_window_starts(10_000, 64, seed=3, epoch=epoch).tolist()
 
 
 def test_ranks_read_distinct_windows_of_equal_count() -> None:
     parts = [list(WindowSampler(10_000, 64, seed=0, rank=r, world_size=3)) for r in range(3)]
     assert len({len(p) for p in parts}) == 1
     assert not set(parts[0]) & set(parts[1]) and not set(parts[1]) & set(parts[2])
+    resumed = list(WindowSampler(10_000, 64, seed=0, rank=1, world_size=3, start=5, length=len(parts[1]) - 5))
+    assert resumed == parts[1][5:]
 
 
 @pytest.mark.parametrize("length", [64, 100, 9_999])

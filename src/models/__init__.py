@@ -1,0 +1,1 @@
+"""The causal language model: a LightningModule around a ``transformers`` model."""

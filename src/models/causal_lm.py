@@ -1,0 +1,110 @@
+"""The causal LM as a LightningModule: the same module trains in one process or on Ray workers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from src.config import ModelConfig, TrainConfig
+from src.errors import ConfigError
+from src.models.optim import build_optimizer
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the model needs to know about the tokens it is trained on (from the token manifest)."""
+
+    size: int
+    eos_id: int
+
+
+def build_model(config: ModelConfig, vocab: Vocabulary, max_length: int, model_cache: Path) -> nn.Module:
+    """A new GPT-2-style model (random init), or pretrained weights when ``config.pretrained`` is set."""
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+    if config.pretrained:
+        model = AutoModelForCausalLM.from_pretrained(
+            config.pretrained, cache_dir=str(model_cache), trust_remote_code=config.trust_remote_code
+        )
+        if model.get_input_embeddings().num_embeddings < vocab.size:
+            raise ConfigError(
+                f"model.pretrained: {config.pretrained!r} has fewer embeddings than the tokenizer's "
+                f"{vocab.size} tokens; tokenize with its own tokenizer"
+            )
+        return model
+    hf_config = GPT2Config(
+        vocab_size=vocab.size,
+        n_positions=max_length,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
+        bos_token_id=vocab.eos_id,
+        eos_token_id=vocab.eos_id,
+        pad_token_id=vocab.eos_id,
+    )
+    return GPT2LMHeadModel(hf_config)
+
+
+class CausalLM(L.LightningModule):
+    """Next-token prediction with AdamW, warmup + cosine decay; logs loss, perplexity and learning rate."""
+
+    def __init__(self, model: nn.Module, train: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.train_config = train
+        # The compiled wrapper is kept out of the module tree, so state_dict (and every
+        # checkpoint) holds the plain weights whether or not compile is on.
+        self._forward = [torch.compile(model) if train.compile else model]
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> Any:
+        return self._forward[0](input_ids=input_ids, labels=labels)  # logits: (B, T, V)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self(batch["input_ids"], batch["labels"]).loss
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        labels = batch["labels"]
+        loss = self(batch["input_ids"], labels).loss
+        scored = (labels[:, 1:] != -100).sum()  # the model shifts labels: the first position has no target
+        self._val_sum += loss.detach() * scored
+        self._val_count += scored
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        self._val_count = torch.zeros((), device=self.device, dtype=torch.int64)
+
+    def on_validation_epoch_end(self) -> None:
+        total = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")
+        count = self.trainer.strategy.reduce(self._val_count.to(torch.float64), reduce_op="sum")
+        val_loss = (total / count.clamp(min=1)).float()
+        self.log("val_loss", val_loss, prog_bar=True, sync_dist=False)
+        self.log("val_perplexity", torch.exp(val_loss), sync_dist=False)
+
+    def configure_optimizers(self) -> Any:
+        t = self.train_config
+        optimizer, schedule = build_optimizer(
+            self.model,
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            betas=(t.beta1, t.beta2),
+            warmup_steps=t.warmup_steps,
+            max_steps=t.max_steps,
+            min_lr_ratio=t.min_lr_ratio,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), capped so a diverged run reports inf rather than overflowing."""
+    return math.exp(loss) if loss < 700 else math.inf

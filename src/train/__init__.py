@@ -1,0 +1,1 @@
+"""Training: the fit function, its checkpoints, MLflow tracking and reports."""

@@ -1,0 +1,134 @@
+"""Lightning callbacks that turn training into history, MLflow metrics and checkpoints.
+
+Steps are counted globally: a resumed run starts a new Trainer whose own step
+counter begins at 0, so every callback adds ``start_step``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+
+from src.train.checkpoints import restore_rng_states
+
+
+@dataclass
+class History:
+    """What the plots and metrics are made of; carried in checkpoints across a resume."""
+
+    train: list[dict[str, float]] = field(default_factory=list)  # step, train_loss, lr, tokens_per_s
+    val: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> val_loss, val_perplexity
+    tokens_seen: int = 0
+    train_seconds: float = 0.0
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "train": self.train,
+            "val": self.val,
+            "tokens_seen": self.tokens_seen,
+            "seconds": self.train_seconds,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> History:
+        return cls(state["train"], dict(state["val"]), state["tokens_seen"], state["seconds"])
+
+
+class StepRecorder(L.Callback):
+    """Records loss, learning rate and tokens/s per optimizer step and validation results per eval."""
+
+    def __init__(
+        self,
+        history: History,
+        *,
+        start_step: int,
+        tokens_per_step: int,
+        accumulate: int,
+        log_metrics: Callable[[dict[str, float], int], None] | None,
+    ) -> None:
+        self.history, self.start_step = history, start_step
+        self.tokens_per_step, self.accumulate = tokens_per_step, accumulate
+        self.log_metrics = log_metrics
+        self._losses: list[float] = []
+        self._started = 0.0
+        self._lr = 0.0
+
+    def step(self, trainer: L.Trainer) -> int:
+        return self.start_step + trainer.global_step
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx % self.accumulate == 0:
+            self._started = time.perf_counter()
+            self._lr = trainer.optimizers[0].param_groups[0]["lr"]  # the rate this step uses
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._losses.append(float(outputs["loss"]))
+        if (batch_idx + 1) % self.accumulate:
+            return
+        seconds = time.perf_counter() - self._started
+        row = {
+            "step": self.step(trainer),
+            "train_loss": sum(self._losses) / len(self._losses),
+            "lr": self._lr,
+            "tokens_per_s": self.tokens_per_step / max(seconds, 1e-9),
+        }
+        self._losses = []
+        self.history.train.append(row)
+        self.history.tokens_seen += self.tokens_per_step
+        self.history.train_seconds += seconds
+        module.log("tokens_per_s", row["tokens_per_s"], prog_bar=True, on_step=True, on_epoch=False)
+        if self.log_metrics and trainer.is_global_zero:
+            logged = {
+                "train_loss": row["train_loss"],
+                "lr": row["lr"],
+                "step_tokens_per_s": row["tokens_per_s"],
+            }
+            self.log_metrics(logged, row["step"])
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
+            return
+        val_loss = float(trainer.callback_metrics["val_loss"])
+        result = {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 700.0))}
+        step = self.step(trainer)
+        self.history.val[step] = result
+        if self.log_metrics and trainer.is_global_zero:
+            self.log_metrics(result, step)
+
+
+class PeriodicCheckpoint(L.Callback):
+    """Saves a checkpoint every ``every`` optimizer steps, right after that step's validation.
+
+    ``every`` is a multiple of the validation interval, so the checkpoint holds
+    the step's validation result too and a resumed run's history is complete.
+    """
+
+    def __init__(self, every: int, start_step: int, save: Callable[[L.Trainer, int], None]) -> None:
+        self.every, self.start_step, self.save = every, start_step, save
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        step = self.start_step + trainer.global_step
+        fitting = trainer.state.fn == "fit" and not trainer.sanity_checking
+        if fitting and trainer.global_step > 0 and step % self.every == 0:
+            self.save(trainer, step)
+
+
+class RestoreTrainingState(L.Callback):
+    """On resume, puts optimizer, scheduler and RNG states back once Lightning has built them."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        trainer.optimizers[0].load_state_dict(self.state["optimizer"])
+        trainer.lr_scheduler_configs[0].scheduler.load_state_dict(self.state["scheduler"])
+        restore_rng_states(self.state["rng"])

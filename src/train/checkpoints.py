@@ -1,0 +1,104 @@
+"""Training checkpoints: written atomically, the newest K kept, resumed only with the same params.
+
+A checkpoint holds everything that decides the rest of the run: weights,
+optimizer and scheduler state, RNG states, the step (which fixes the data
+position), the loss history and the MLflow run id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from src.paths import display_path
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^step-(\d+)\.ckpt$")
+
+#: Settings that change how a run is operated, never its numbers: a checkpoint stays valid across them.
+OPERATIONAL_KEYS = {"train.resume", "train.keep_checkpoints", "train.num_workers", "train.compile"}
+
+
+def run_fingerprint(settings: dict[str, str], token_manifest_sha256: str) -> str:
+    """Hash of the flattened settings that shape training, plus the data it trains on."""
+    shaping = {k: v for k, v in settings.items() if k not in OPERATIONAL_KEYS}
+    text = json.dumps({"settings": shaping, "tokens": token_manifest_sha256}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return folder / f"step-{step:09d}.ckpt"
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints in ``folder``, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def rng_states() -> dict[str, Any]:
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` as ``step-<n>.ckpt`` via a temporary file, then drop all but the newest ``keep``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = checkpoint_path(folder, step)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for old in list_checkpoints(folder)[:-keep]:
+        old.unlink()
+    return target
+
+
+def find_resumable(folder: Path, fingerprint: str) -> tuple[dict[str, Any] | None, str]:
+    """The newest readable checkpoint made with ``fingerprint``, and why it was (not) chosen."""
+    candidates = list_checkpoints(folder)
+    if not candidates:
+        return None, "no checkpoint yet"
+    for path in reversed(candidates):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:  # a damaged file: try the one before
+            log.warning("%s is unreadable (%s); trying an older checkpoint", display_path(path), error)
+            continue
+        if state.get("fingerprint") != fingerprint:
+            return None, f"{display_path(path)} was made with other params or data"
+        return state, f"resuming from {display_path(path)} (step {state['step']})"
+    return None, "no readable checkpoint"
+
+
+def clear_checkpoints(folder: Path) -> None:
+    """Remove checkpoints of another configuration before a fresh run writes its own."""
+    for path in list_checkpoints(folder):
+        path.unlink()

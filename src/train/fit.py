@@ -1,0 +1,211 @@
+"""``fit``: the one training function behind the DVC stage and ``python src/train/train.py``.
+
+A run trains ``train.max_steps`` optimizer steps on windows of the tokenized
+data, validates every ``train.eval_every`` steps, checkpoints every
+``train.checkpoint_every`` steps, and at the end writes the model folder,
+``metrics.json`` and the loss-curve CSVs, all mirrored in one MLflow run. An
+interrupted run started again with the same params resumes from its newest
+checkpoint and ends exactly where the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from src.config import Params
+from src.data.data_manager import LightningDataModule
+from src.data.token_files import MANIFEST, TOKENIZER_DIR, read_token_manifest
+from src.models.causal_lm import CausalLM, Vocabulary, build_model
+from src.paths import PROJECT_ROOT, display_path, resolve_path
+from src.train.callbacks import History, PeriodicCheckpoint, RestoreTrainingState, StepRecorder
+from src.train.checkpoints import (
+    clear_checkpoints,
+    find_resumable,
+    rng_states,
+    run_fingerprint,
+    save_checkpoint,
+)
+from src.train.reporting import generate_samples, unigram_perplexity, write_metrics, write_plots
+from src.train.tracking import RunTracker, flatten, run_tags, tracking_uri
+from src.utils.files import atomic_directory, sha256_file
+from src.utils.typed_config import as_plain_dict
+
+log = logging.getLogger(__name__)
+
+
+def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
+    """Train (or resume) as ``params`` says; return the final metrics (also in ``metrics.json``)."""
+    from transformers import AutoTokenizer
+
+    t = params.train
+    token_dir = params.paths.tokenized_dir(params.tokenize.tokenizer, root)
+    manifest = read_token_manifest(token_dir)
+    manifest_sha = sha256_file(token_dir / MANIFEST)
+    tokenizer = AutoTokenizer.from_pretrained(str(token_dir / TOKENIZER_DIR))
+    settings = flatten(as_plain_dict(params))
+    fingerprint = run_fingerprint(settings, manifest_sha)
+
+    checkpoint_dir = resolve_path(params.paths.checkpoint_dir, root)
+    resumed: dict[str, Any] | None = None
+    if t.resume == "auto":
+        resumed, reason = find_resumable(checkpoint_dir, fingerprint)
+        log.info("resume: %s", reason)
+    if resumed is None:
+        clear_checkpoints(checkpoint_dir)
+    start_step = resumed["step"] if resumed else 0
+
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    vocab = Vocabulary(manifest["tokenizer"]["vocab_size"], manifest["tokenizer"]["eos_id"])
+    model = build_model(params.model, vocab, t.max_length, resolve_path(params.paths.model_cache, root))
+    module = CausalLM(model, t)
+    if resumed:
+        module.model.load_state_dict(resumed["model"])
+
+    data = LightningDataModule(
+        tokenizer,
+        {params.tokenize.dataset: {}},
+        batch_size=t.batch_size,
+        max_length=t.max_length,
+        seed=t.seed,
+        num_workers=t.num_workers,
+        tokenizer_name=params.tokenize.tokenizer,
+        params=params,
+    )
+    data.train_start = start_step * t.accumulate_grad_batches * t.batch_size
+    data.train_length = (t.max_steps - start_step) * t.accumulate_grad_batches * t.batch_size
+
+    tracker = RunTracker(tracking_uri(params.mlflow, root), params.mlflow.experiment_name, root)
+    if resumed and resumed.get("mlflow_run_id"):
+        tracker.reattach(resumed["mlflow_run_id"])
+    else:
+        tags = run_tags(manifest_sha, root)
+        tracker.start(tags.get("dvc.exp_name"), tags, settings)
+    log.info("MLflow run %s in %s", tracker.run_id, tracker.client.tracking_uri)
+
+    history = History.from_state(resumed["history"]) if resumed else History()
+    tokens_per_step = t.batch_size * t.max_length * t.accumulate_grad_batches
+
+    def save(trainer: L.Trainer, step: int) -> None:
+        if not trainer.is_global_zero:
+            return
+        state = {
+            "fingerprint": fingerprint,
+            "step": step,
+            "model": module.model.state_dict(),
+            "optimizer": trainer.optimizers[0].state_dict(),
+            "scheduler": trainer.lr_scheduler_configs[0].scheduler.state_dict(),
+            "rng": rng_states(),
+            "history": history.state(),
+            "mlflow_run_id": tracker.run_id,
+        }
+        path = save_checkpoint(checkpoint_dir, step, state, keep=t.keep_checkpoints)
+        log.info("checkpoint %s", display_path(path))
+
+    callbacks: list[L.Callback] = [
+        StepRecorder(
+            history,
+            start_step=start_step,
+            tokens_per_step=tokens_per_step,
+            accumulate=t.accumulate_grad_batches,
+            log_metrics=tracker.log_metrics,
+        ),
+        PeriodicCheckpoint(t.checkpoint_every, start_step, save),
+    ]
+    if resumed:
+        callbacks.append(RestoreTrainingState(resumed))
+    trainer = L.Trainer(
+        accelerator=t.accelerator,
+        devices=1,
+        precision=t.precision,
+        max_steps=t.max_steps - start_step,
+        max_epochs=1,  # the sampler streams every remaining step's windows as one epoch
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.grad_clip or None,
+        val_check_interval=t.eval_every * t.accumulate_grad_batches,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        deterministic=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=callbacks,
+        default_root_dir=str(root / "tmp" / "lightning"),
+    )
+    status = "FAILED"
+    try:
+        if start_step < t.max_steps:
+            trainer.fit(module, datamodule=data)
+        final = trainer.validate(module, datamodule=data, verbose=False)[0]
+        metrics = _final_metrics(history, final, data, vocab, start_step, t.max_steps)
+        _write_outputs(params, root, module, tokenizer, history, metrics, tracker)
+        status = "FINISHED"
+        return metrics
+    finally:
+        tracker.finish(status)
+
+
+def _final_metrics(
+    history: History,
+    final: dict[str, Any],
+    data: LightningDataModule,
+    vocab: Vocabulary,
+    start: int,
+    steps: int,
+) -> dict[str, float]:
+    val_loss = float(final["val_loss"])
+    return {
+        "train_loss": history.train[-1]["train_loss"] if history.train else math.nan,
+        "val_loss": val_loss,
+        "val_perplexity": math.exp(min(val_loss, 700.0)),
+        "unigram_perplexity": unigram_perplexity(data.train_tokens, data.val_tokens, vocab.size),
+        "tokens_per_s": history.tokens_seen / history.train_seconds if history.train_seconds else math.nan,
+        "steps": steps,
+        "tokens_seen": history.tokens_seen,
+    }
+
+
+def _write_outputs(
+    params: Params,
+    root: Path,
+    module: CausalLM,
+    tokenizer: Any,
+    history: History,
+    metrics: dict[str, float],
+    tracker: RunTracker,
+) -> None:
+    """The model folder, metrics.json, plots and the text sample, each mirrored to MLflow."""
+    model_dir = resolve_path(params.paths.model_dir, root)
+    model = module.model.cpu()
+    with atomic_directory(model_dir) as staging:
+        model.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+    write_metrics(resolve_path(params.paths.metrics_file, root), metrics)
+    plots_dir = resolve_path(params.paths.plots_dir, root)
+    write_plots(plots_dir, history)
+    samples = generate_samples(
+        model, tokenizer, params.train.sample_prompt, params.train.sample_tokens, params.train.seed
+    )
+    log.info("sample after training:\n%s", samples)
+    # The same keys as metrics.json at the last step: the run's latest values equal the file.
+    tracker.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, metrics["steps"], flush=True)
+    (root / "tmp").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root / "tmp") as scratch:
+        sample_file = Path(scratch) / "samples.txt"
+        sample_file.write_text(samples, encoding="utf-8")
+        tracker.log_artifact(sample_file)
+    tracker.log_artifacts(model_dir, "model")
+    tracker.log_artifacts(plots_dir, "plots")
+    log.info(
+        "val perplexity %.1f (unigram baseline %.1f), %s tokens at %.0f tokens/s; see the runs: make ui",
+        metrics["val_perplexity"],
+        metrics["unigram_perplexity"],
+        f"{metrics['tokens_seen']:,}",
+        metrics["tokens_per_s"],
+    )

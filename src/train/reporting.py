@@ -1,0 +1,84 @@
+"""What a finished run leaves for people: metrics.json, loss-curve CSVs, a text sample, a baseline."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from src.utils.files import canonical_json, write_text_atomic
+
+PLOT_FILES = {
+    "train_loss.csv": ("step", "train_loss"),
+    "learning_rate.csv": ("step", "lr"),
+    "tokens_per_s.csv": ("step", "tokens_per_s"),
+    "val_loss.csv": ("step", "val_loss", "val_perplexity"),
+}
+
+
+def unigram_perplexity(train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int) -> float:
+    """Perplexity of the validation tokens under add-one-smoothed train-token frequencies.
+
+    The model has learnt something only if it beats this by a wide margin.
+    """
+    counts = np.ones(vocab_size, dtype=np.float64)
+    for start in range(0, len(train_tokens), 1 << 24):  # chunks keep memory flat on a memory map
+        counts += np.bincount(np.asarray(train_tokens[start : start + (1 << 24)]), minlength=vocab_size)
+    log_probs = np.log(counts / counts.sum())
+    return float(np.exp(-log_probs[np.asarray(val_tokens)].mean()))
+
+
+def write_metrics(path: Path, metrics: dict[str, float]) -> None:
+    write_text_atomic(path, canonical_json({k: _finite(v) for k, v in metrics.items()}))
+
+
+def write_plots(folder: Path, history: Any) -> None:
+    """One CSV per curve, as ``dvc plots`` reads them."""
+    rows = {
+        "train_loss.csv": history.train,
+        "learning_rate.csv": history.train,
+        "tokens_per_s.csv": history.train,
+        "val_loss.csv": [{"step": step, **values} for step, values in sorted(history.val.items())],
+    }
+    for name, columns in PLOT_FILES.items():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows[name]:
+            writer.writerow([_format(row[c]) for c in columns])
+        write_text_atomic(folder / name, buffer.getvalue())
+
+
+def generate_samples(model: torch.nn.Module, tokenizer: Any, prompt: str, tokens: int, seed: int) -> str:
+    """Greedy and sampled continuations of ``prompt``, as text to read in MLflow."""
+    model.eval()
+    encoded = tokenizer(prompt, return_tensors="pt").to(next(model.parameters()).device)
+    ids = encoded["input_ids"]  # (1, T)
+    room = model.config.n_positions - ids.shape[1] if hasattr(model.config, "n_positions") else tokens
+    settings = {
+        "max_new_tokens": max(1, min(tokens, room)),
+        "pad_token_id": tokenizer.eos_token_id,
+        "attention_mask": encoded["attention_mask"],
+    }
+    with torch.no_grad():
+        greedy = model.generate(ids, do_sample=False, **settings)
+        torch.manual_seed(seed)
+        sampled = model.generate(ids, do_sample=True, top_k=50, temperature=0.8, **settings)
+    greedy_text, sampled_text = (tokenizer.decode(out[0]) for out in (greedy, sampled))
+    return (
+        f"prompt: {prompt!r}\n\n[greedy]\n{greedy_text}\n\n"
+        f"[sampled, top_k=50, temperature=0.8]\n{sampled_text}\n"
+    )
+
+
+def _format(value: float | int) -> str:
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def _finite(value: float) -> float | None:
+    return value if not isinstance(value, float) or math.isfinite(value) else None
