@@ -20,6 +20,18 @@ import pytest
 
 from src.paths import PROJECT_ROOT
 
+KJV_LINES = 3000
+TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 16}
+TINY_TRAIN = {
+    "max_length": 32,
+    "batch_size": 4,
+    "max_steps": 20,
+    "warmup_steps": 2,
+    "eval_every": 5,
+    "checkpoint_every": 10,
+    "sample_tokens": 8,
+}
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -89,7 +101,8 @@ def project_copy(tmp_path: Path) -> Path:
     """A fresh git repository holding the project's current files (tracked and new, not ignored).
 
     End-to-end tests run DVC here, as a user would in a fresh clone, without
-    touching the real workspace.
+    touching the real workspace. The model and training are shrunk (TINY_*) so a
+    full ``dvc repro`` takes seconds; download and tokenize keep their defaults.
     """
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -104,6 +117,12 @@ def project_copy(tmp_path: Path) -> Path:
             destination = target / name.decode()
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination)
+    import yaml
+
+    params = yaml.safe_load((target / "params.yaml").read_text())
+    params["model"].update(TINY_MODEL)
+    params["train"].update(TINY_TRAIN)
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for command in (
         ["git", "init", "-q"],
         ["git", "add", "-A"],
@@ -126,9 +145,6 @@ def _drop_log_handlers() -> Iterator[None]:
             handler.close()
 
 
-KJV_LINES = 3000
-
-
 @pytest.fixture
 def tiny_params_file(tmp_path: Path) -> Path:
     """A params.yaml whose caches live in ``tmp_path`` and whose ``kjv`` is the first verses only."""
@@ -145,7 +161,14 @@ def tiny_params_file(tmp_path: Path) -> Path:
         "cache_dir": str(tmp_path / "main_cache"),
         "model_cache": str(tmp_path / "model_cache"),
         "log_dir": str(tmp_path / "logs"),
+        "model_dir": str(tmp_path / "model"),
+        "checkpoint_dir": str(tmp_path / "checkpoints"),
+        "metrics_file": str(tmp_path / "metrics.json"),
+        "plots_dir": str(tmp_path / "plots"),
     }
+    params["model"].update(TINY_MODEL)
+    params["train"].update(TINY_TRAIN)
+    params["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     params["download"]["datasets"]["kjv"]["data_files"] = str(tmp_path / "kjv_small.jsonl")
     params["download"]["datasets"]["kjv"]["validation_fraction"] = 0.1
     params["tokenize"]["vocab_size"] = 600

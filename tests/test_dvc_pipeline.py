@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -38,29 +39,41 @@ def out_hash(project: Path, stage: str) -> str:
     return lock["stages"][stage]["outs"][0]["md5"]
 
 
-def test_repro_reproduces_the_committed_lock_and_is_then_a_no_op(project_copy: Path) -> None:
-    dvc(project_copy, "repro")
-    assert git(project_copy, "diff", "--exit-code", "dvc.lock").returncode == 0, (
-        "outputs differ from dvc.lock"
-    )
+DATA_STAGES = ("download@kjv", "tokenize")
+
+
+def committed_hashes(project: Path) -> dict[str, str]:
+    lock = yaml.safe_load(git(project, "show", "HEAD:dvc.lock").stdout)
+    return {stage: lock["stages"][stage]["outs"][0]["md5"] for stage in DATA_STAGES}
+
+
+def test_repro_reproduces_the_committed_data_and_is_then_a_no_op(project_copy: Path) -> None:
+    first = dvc(project_copy, "repro")
+    for stage in (*DATA_STAGES, "train"):
+        assert f"Running stage '{stage}'" in first.stdout
+    assert {stage: out_hash(project_copy, stage) for stage in DATA_STAGES} == committed_hashes(project_copy)
     again = dvc(project_copy, "repro")
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout
+    metrics = json.loads(dvc(project_copy, "metrics", "show", "--json").stdout)
+    assert "val_perplexity" in json.dumps(metrics)
+    plots = json.loads(dvc(project_copy, "plots", "show", "--json").stdout)
+    assert any("train_loss.csv" in name for name in json.dumps(plots).split('"'))
 
     shutil.rmtree(project_copy / "data" / "main_cache")
-    dvc(project_copy, "repro")
-    assert git(project_copy, "diff", "--exit-code", "dvc.lock").returncode == 0
+    dvc(project_copy, "repro", "tokenize")
+    assert {stage: out_hash(project_copy, stage) for stage in DATA_STAGES} == committed_hashes(project_copy)
 
 
 def test_experiment_on_the_split_changes_the_export(project_copy: Path) -> None:
-    dvc(project_copy, "repro")
+    dvc(project_copy, "repro", "download")
     before = out_hash(project_copy, "download@kjv")
     dvc(project_copy, "exp", "run", "-S", "download.datasets.kjv.validation_fraction=0.05")
     assert out_hash(project_copy, "download@kjv") != before
 
 
 def test_bad_param_fails_with_one_line_and_keeps_the_export(project_copy: Path) -> None:
-    dvc(project_copy, "repro")
+    dvc(project_copy, "repro", "download")
     export = project_copy / "data" / "main_cache" / "raw" / "kjv"
     good = {p.name: p.read_bytes() for p in export.iterdir()}
     params = project_copy / "params.yaml"
@@ -74,7 +87,7 @@ def test_bad_param_fails_with_one_line_and_keeps_the_export(project_copy: Path) 
 
 
 def test_changing_the_vocabulary_reruns_tokenize_only(project_copy: Path) -> None:
-    dvc(project_copy, "repro")
+    dvc(project_copy, "repro", "tokenize")
     params = project_copy / "params.yaml"
     params.write_text(params.read_text().replace("vocab_size: 8192", "vocab_size: 4096"))
     status = dvc(project_copy, "status").stdout
@@ -89,7 +102,7 @@ def test_changing_the_vocabulary_reruns_tokenize_only(project_copy: Path) -> Non
 
 
 def test_seed_data_module_snippet_runs_from_the_project_root(project_copy: Path) -> None:
-    dvc(project_copy, "repro")
+    dvc(project_copy, "repro", "tokenize")
     snippet = """
 from src.data.data_manager import LightningDataModule
 from transformers import AutoTokenizer
@@ -106,3 +119,17 @@ print(tuple(next(iter(dm.train_dataloader()))["input_ids"].shape))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("(8, 128)")
     assert git(project_copy, "diff", "--exit-code", "dvc.lock").returncode == 0
+
+
+@pytest.mark.parametrize("change", ["train.lr=0.001", "train.max_length=48"])
+def test_training_changes_rerun_train_only(project_copy: Path, change: str) -> None:
+    dvc(project_copy, "repro")
+    data = {stage: out_hash(project_copy, stage) for stage in DATA_STAGES}
+    model = out_hash(project_copy, "train")
+    run = dvc(project_copy, "exp", "run", "-S", change)
+    assert "Running stage 'train'" in run.stdout
+    assert "Running stage 'tokenize'" not in run.stdout and "Running stage 'download@kjv'" not in run.stdout
+    assert {stage: out_hash(project_copy, stage) for stage in DATA_STAGES} == data
+    assert out_hash(project_copy, "train") != model
+    shown = json.loads(dvc(project_copy, "exp", "show", "--json").stdout)
+    assert "val_perplexity" in json.dumps(shown)

@@ -50,6 +50,7 @@ def build_model(config: ModelConfig, vocab: Vocabulary, max_length: int, model_c
         bos_token_id=vocab.eos_id,
         eos_token_id=vocab.eos_id,
         pad_token_id=vocab.eos_id,
+        loss_type="ForCausalLM",
     )
     return GPT2LMHeadModel(hf_config)
 

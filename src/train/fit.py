@@ -60,6 +60,15 @@ def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
         clear_checkpoints(checkpoint_dir)
     start_step = resumed["step"] if resumed else 0
 
+    # The run is created before seeding: MLflow draws its random run names from ``random``.
+    tracker = RunTracker(tracking_uri(params.mlflow, root), params.mlflow.experiment_name)
+    if resumed and resumed.get("mlflow_run_id"):
+        tracker.reattach(resumed["mlflow_run_id"])
+    else:
+        tags = run_tags(manifest_sha, root)
+        tracker.start(tags.get("dvc.exp_name"), tags, settings)
+    log.info("MLflow run %s in %s", tracker.run_id, tracker.client.tracking_uri)
+
     L.seed_everything(t.seed, workers=True, verbose=False)
     vocab = Vocabulary(manifest["tokenizer"]["vocab_size"], manifest["tokenizer"]["eos_id"])
     model = build_model(params.model, vocab, t.max_length, resolve_path(params.paths.model_cache, root))
@@ -80,14 +89,6 @@ def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
     data.train_start = start_step * t.accumulate_grad_batches * t.batch_size
     data.train_length = (t.max_steps - start_step) * t.accumulate_grad_batches * t.batch_size
 
-    tracker = RunTracker(tracking_uri(params.mlflow, root), params.mlflow.experiment_name, root)
-    if resumed and resumed.get("mlflow_run_id"):
-        tracker.reattach(resumed["mlflow_run_id"])
-    else:
-        tags = run_tags(manifest_sha, root)
-        tracker.start(tags.get("dvc.exp_name"), tags, settings)
-    log.info("MLflow run %s in %s", tracker.run_id, tracker.client.tracking_uri)
-
     history = History.from_state(resumed["history"]) if resumed else History()
     tokens_per_step = t.batch_size * t.max_length * t.accumulate_grad_batches
 
@@ -104,6 +105,7 @@ def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
             "history": history.state(),
             "mlflow_run_id": tracker.run_id,
         }
+        tracker.flush()  # once the checkpoint exists, MLflow holds every step up to it
         path = save_checkpoint(checkpoint_dir, step, state, keep=t.keep_checkpoints)
         log.info("checkpoint %s", display_path(path))
 

@@ -2,7 +2,7 @@
 
 The default store is the SQLite file ``mlflow.db`` at the project root, given as
 an absolute URI so a run started from any folder lands in the same store;
-artifacts of that store go to ``mlruns/`` beside it.
+artifacts of a SQLite store go to ``mlruns/`` beside the database.
 """
 
 from __future__ import annotations
@@ -24,6 +24,14 @@ _FLUSH_EVERY_S = 5.0
 def tracking_uri(config: MlflowConfig, root: Path = PROJECT_ROOT) -> str:
     """``mlflow.tracking_uri``, or the project's own SQLite store."""
     return config.tracking_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def local_artifact_root(uri: str) -> str | None:
+    """For a SQLite store, ``mlruns/`` beside the database file (MLflow would use the current folder)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None  # a server decides where its artifacts go
+    return (Path(uri[len(prefix) :]).parent / "mlruns").resolve().as_uri()
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -53,7 +61,7 @@ def git_commit(root: Path = PROJECT_ROOT) -> str | None:
 class RunTracker:
     """Logs to one MLflow run through the client API (no global active-run state)."""
 
-    def __init__(self, uri: str, experiment_name: str, root: Path = PROJECT_ROOT) -> None:
+    def __init__(self, uri: str, experiment_name: str) -> None:
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=uri)
@@ -61,8 +69,7 @@ class RunTracker:
         if experiment is not None:
             self.experiment_id = experiment.experiment_id
         else:
-            local = uri.startswith("sqlite:") or uri.startswith("file:")
-            location = (root / "mlruns").resolve().as_uri() if local else None
+            location = local_artifact_root(uri)
             self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=location)
         self.run_id: str | None = None
         self._pending: list = []

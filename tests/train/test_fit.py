@@ -1,0 +1,160 @@
+"""Training end to end on a tiny model: outputs, determinism, MLflow, exact resume after a kill."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+from transformers import AutoModelForCausalLM
+
+from src.config import load_params
+from src.paths import PROJECT_ROOT
+from src.train.fit import fit
+from src.utils.download_datasets import download_all
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def prepared(tiny_params_file: Path, tiny_params):
+    """Tiny params with the download and tokenize outputs in place."""
+    from src.data.tokenize_corpus import tokenize_from_params
+
+    download_all(tiny_params, tiny_params.paths.raw_dir().parent)
+    tokenize_from_params(tiny_params)
+    return tiny_params
+
+
+def runs_of(params) -> list:
+    client = MlflowClient(params.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name(params.mlflow.experiment_name)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def curve(path: Path, column: str) -> list[float]:
+    with open(path) as handle:
+        return [float(row[column]) for row in csv.DictReader(handle)]
+
+
+def test_fit_writes_model_metrics_plots_and_one_mlflow_run(prepared, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DVC_EXP_NAME", "tiny-exp")
+    monkeypatch.setenv("SOME_API_TOKEN", "secret-value-123")
+    metrics = fit(prepared, root=tmp_path)
+    assert json.loads(Path(prepared.paths.metrics_file).read_text()) == pytest.approx(metrics)
+    expected = {"train_loss", "val_loss", "val_perplexity", "unigram_perplexity", "tokens_per_s", "steps"}
+    assert set(metrics) == expected | {"tokens_seen"}
+    assert metrics["steps"] == 20 and metrics["tokens_seen"] == 20 * 4 * 32
+    assert (
+        metrics["val_perplexity"] < 600
+    )  # beats a uniform guess over the 600-token vocabulary after 20 steps
+
+    model = AutoModelForCausalLM.from_pretrained(prepared.paths.model_dir)
+    assert model.config.n_layer == 2 and (Path(prepared.paths.model_dir) / "tokenizer.json").is_file()
+    plots = Path(prepared.paths.plots_dir)
+    assert curve(plots / "train_loss.csv", "step") == list(range(1, 21))
+    assert curve(plots / "val_loss.csv", "step") == [5, 10, 15, 20]
+
+    (run,) = runs_of(prepared)
+    assert run.info.status == "FINISHED" and run.info.run_name == "tiny-exp"
+    assert run.data.tags["dvc.exp_name"] == "tiny-exp"
+    assert len(run.data.tags["tokens.manifest_sha256"]) == 64
+    assert run.data.params["train.lr"] == str(prepared.train.lr)
+    assert run.data.params["model.n_embd"] == "16"
+    assert run.data.params["paths.cache_dir"] == prepared.paths.cache_dir
+    for key, value in metrics.items():
+        assert run.data.metrics[key] == pytest.approx(value), key  # latest values equal metrics.json
+    client = MlflowClient(prepared.mlflow.tracking_uri)
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history][:20] == list(range(1, 21))
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model", "plots", "samples.txt"} <= artifacts
+    db = Path(prepared.mlflow.tracking_uri.removeprefix("sqlite:///"))
+    assert run.info.artifact_uri.startswith((db.parent / "mlruns").as_uri())  # beside the store, not the cwd
+    everything = json.dumps([run.data.params, run.data.tags])
+    assert "secret-value-123" not in everything
+
+
+def test_same_params_give_the_same_losses(prepared, tmp_path: Path) -> None:
+    fit(prepared, root=tmp_path)
+    first = curve(Path(prepared.paths.plots_dir) / "train_loss.csv", "train_loss")
+    again = fit(prepared, root=tmp_path)  # the last checkpoint is at the final step: resume=auto would skip
+    assert again["steps"] == 20
+    import dataclasses
+
+    fresh = dataclasses.replace(prepared, train=dataclasses.replace(prepared.train, resume="never"))
+    fit(fresh, root=tmp_path)
+    assert curve(Path(prepared.paths.plots_dir) / "train_loss.csv", "train_loss") == first
+
+
+def write_params(tmp_path: Path, base: Path, name: str, **train: object) -> Path:
+    params = yaml.safe_load(base.read_text())
+    folder = tmp_path / name
+    for key in ("model_dir", "checkpoint_dir", "metrics_file", "plots_dir"):
+        params["paths"][key] = str(folder / Path(params["paths"][key]).name)
+    params["mlflow"]["tracking_uri"] = f"sqlite:///{folder / 'mlflow.db'}"
+    params["train"].update(train)
+    params["model"]["dropout"] = 0.1  # dropout draws random numbers: resume must restore the RNG too
+    folder.mkdir()
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def train_command(params: Path) -> list[str]:
+    return [sys.executable, str(PROJECT_ROOT / "src" / "train" / "train.py"), "--params", str(params)]
+
+
+def test_killed_run_resumes_exactly(prepared, tiny_params_file: Path, tmp_path: Path) -> None:
+    settings = {"max_steps": 300, "eval_every": 10, "checkpoint_every": 20}
+    straight = write_params(tmp_path, tiny_params_file, "straight", **settings)
+    killed = write_params(tmp_path, tiny_params_file, "killed", **settings)
+    logs = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+
+    subprocess.run(train_command(straight), check=True, cwd=tmp_path, timeout=600, **logs)
+    process = subprocess.Popen(train_command(killed), cwd=tmp_path, **logs)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while (
+        not list(checkpoints.glob("step-*.ckpt")) and process.poll() is None and time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    subprocess.run(train_command(killed), check=True, cwd=tmp_path, timeout=600, **logs)
+
+    a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    for key in ("train_loss", "val_loss", "tokens_seen", "steps"):
+        assert b[key] == pytest.approx(a[key], abs=1e-6), key
+    for name, column in (
+        ("train_loss.csv", "train_loss"),
+        ("val_loss.csv", "val_loss"),
+        ("learning_rate.csv", "lr"),
+    ):
+        assert curve(tmp_path / "killed" / "plots" / name, column) == curve(
+            tmp_path / "straight" / "plots" / name, column
+        )
+    (run,) = runs_of(load_params(killed))  # the resumed run reattached to the killed one
+    assert run.info.status == "FINISHED"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'killed' / 'mlflow.db'}")
+    logged_steps = {m.step for m in client.get_metric_history(run.info.run_id, "train_loss")}
+    assert logged_steps == set(range(1, 301))  # flushed at each checkpoint, continued after the resume
+
+
+def test_train_script_help() -> None:
+    result = subprocess.run(
+        [*train_command(PROJECT_ROOT / "params.yaml")[:2], "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "--params" in result.stdout
+    assert os.environ.get("DVC_EXP_NAME") is None
