@@ -14,16 +14,14 @@ Hugging Face cache rules apply to each:
 from __future__ import annotations
 
 import importlib.util
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from src.config import DatasetSpec
 from src.errors import ConfigError, PipelineError
 from src.paths import PROJECT_ROOT, resolve_path
+from src.utils.hub import hub_endpoint
 
 PACKAGE_SCHEME = "package://"
 _URL_SCHEMES = ("http://", "https://")
@@ -111,34 +109,6 @@ def _resolve_local_file(key: str, entry: str, root: Path) -> Path:
     if not path.is_file():
         raise ConfigError(f"{key}: file {entry!r} not found; fix the path (relative to the project root)")
     return path
-
-
-def hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-
-
-def hub_is_reachable(timeout_s: float) -> bool:
-    """Can a TCP connection to the Hub be opened within ``timeout_s``? Never retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
-        return False
-    url = urlparse(hub_endpoint())
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def use_offline_hub() -> None:
-    """Make ``datasets`` and ``huggingface_hub`` use their caches only, for this process."""
-    import datasets.config
-    import huggingface_hub.constants
-
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    datasets.config.HF_HUB_OFFLINE = True
-    huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 
 def hub_unreachable_error(key: str, spec: DatasetSpec) -> PipelineError:

@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from src.config import BPE, TokenizeConfig
-from src.data.sources import hub_is_reachable, use_offline_hub
-from src.errors import ConfigError, PipelineError
-from src.paths import PROJECT_ROOT, resolve_path
+from src.config import TokenizeConfig
+from src.errors import ConfigError
+from src.utils.hub import from_folder_or_hub
 
 log = logging.getLogger(__name__)
 
@@ -46,31 +45,17 @@ def train_bpe(documents: Iterator[str], config: TokenizeConfig, num_documents: i
     )
 
 
-def load_pretrained(
-    name_or_path: str, model_cache: Path, hub_timeout_s: float, key: str = "tokenize.tokenizer"
-) -> Any:
+def load_pretrained(name_or_path: str, model_cache: Path, hub_timeout_s: float) -> Any:
     """A pretrained tokenizer from a project folder or the Hub (cached under ``model_cache``)."""
     from transformers import AutoTokenizer
 
-    folder = resolve_path(name_or_path, PROJECT_ROOT)
-    if folder.is_dir():
-        return AutoTokenizer.from_pretrained(str(folder))
-    offline = not hub_is_reachable(hub_timeout_s)
-    if offline:
-        use_offline_hub()
-    try:
-        return AutoTokenizer.from_pretrained(
-            name_or_path, cache_dir=str(model_cache), local_files_only=offline
-        )
-    except OSError as error:
-        if offline:
-            raise PipelineError(
-                f"{key}: the Hugging Face Hub is unreachable and {name_or_path!r} is not cached in "
-                f"{model_cache}; connect to the network, use a tokenizer folder, or set {key}: {BPE}"
-            ) from None
-        raise ConfigError(
-            f"{key}: cannot load tokenizer {name_or_path!r}: {str(error).splitlines()[0]}"
-        ) from None
+    return from_folder_or_hub(
+        AutoTokenizer.from_pretrained,
+        name_or_path,
+        key="tokenize.tokenizer",
+        cache_dir=model_cache,
+        timeout_s=hub_timeout_s,
+    )
 
 
 def eos_id(tokenizer: Any, eos_token: str | None = None) -> int:

@@ -14,6 +14,7 @@ from torch import nn
 from src.config import ModelConfig, TrainConfig
 from src.errors import ConfigError
 from src.models.optim import build_optimizer
+from src.utils.hub import from_folder_or_hub
 
 
 @dataclass(frozen=True)
@@ -24,13 +25,20 @@ class Vocabulary:
     eos_id: int
 
 
-def build_model(config: ModelConfig, vocab: Vocabulary, max_length: int, model_cache: Path) -> nn.Module:
+def build_model(
+    config: ModelConfig, vocab: Vocabulary, max_length: int, model_cache: Path, hub_timeout_s: float = 3.0
+) -> nn.Module:
     """A new GPT-2-style model (random init), or pretrained weights when ``config.pretrained`` is set."""
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
     if config.pretrained:
-        model = AutoModelForCausalLM.from_pretrained(
-            config.pretrained, cache_dir=str(model_cache), trust_remote_code=config.trust_remote_code
+        model = from_folder_or_hub(
+            AutoModelForCausalLM.from_pretrained,
+            config.pretrained,
+            key="model.pretrained",
+            cache_dir=model_cache,
+            timeout_s=hub_timeout_s,
+            trust_remote_code=config.trust_remote_code,
         )
         if model.get_input_embeddings().num_embeddings < vocab.size:
             raise ConfigError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,45 +40,86 @@ from src.utils.typed_config import as_plain_dict
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class _Start:
+    """Everything decided before training starts: data, tokenizer, and where to resume from."""
+
+    token_dir: Path
+    manifest: dict[str, Any]
+    manifest_sha: str
+    tokenizer: Any
+    settings: dict[str, str]
+    fingerprint: str
+    checkpoint_dir: Path
+    resumed: dict[str, Any] | None
+
+    @property
+    def step(self) -> int:
+        return self.resumed["step"] if self.resumed else 0
+
+
 def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
     """Train (or resume) as ``params`` says; return the final metrics (also in ``metrics.json``)."""
+    start = _prepare(params, root)
+    tracker = _open_run(params, root, start)  # before seeding: MLflow draws run names from ``random``
+    status = "FAILED"
+    try:
+        metrics = _train(params, root, start, tracker)
+        status = "FINISHED"
+        return metrics
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.finish(status)
+
+
+def _prepare(params: Params, root: Path) -> _Start:
     from transformers import AutoTokenizer
 
-    t = params.train
     token_dir = params.paths.tokenized_dir(params.tokenize.tokenizer, root)
     manifest = read_token_manifest(token_dir)
     manifest_sha = sha256_file(token_dir / MANIFEST)
-    tokenizer = AutoTokenizer.from_pretrained(str(token_dir / TOKENIZER_DIR))
     settings = flatten(as_plain_dict(params))
     fingerprint = run_fingerprint(settings, manifest_sha)
-
     checkpoint_dir = resolve_path(params.paths.checkpoint_dir, root)
-    resumed: dict[str, Any] | None = None
-    if t.resume == "auto":
+    resumed = None
+    if params.train.resume == "auto":
         resumed, reason = find_resumable(checkpoint_dir, fingerprint)
         log.info("resume: %s", reason)
     if resumed is None:
         clear_checkpoints(checkpoint_dir)
-    start_step = resumed["step"] if resumed else 0
+    tokenizer = AutoTokenizer.from_pretrained(str(token_dir / TOKENIZER_DIR))
+    return _Start(
+        token_dir, manifest, manifest_sha, tokenizer, settings, fingerprint, checkpoint_dir, resumed
+    )
 
-    # The run is created before seeding: MLflow draws its random run names from ``random``.
+
+def _open_run(params: Params, root: Path, start: _Start) -> RunTracker:
+    """Reattach to the resumed run's MLflow run, or create one with all params and tags."""
     tracker = RunTracker(tracking_uri(params.mlflow, root), params.mlflow.experiment_name)
-    if resumed and resumed.get("mlflow_run_id"):
-        tracker.reattach(resumed["mlflow_run_id"])
+    if start.resumed and tracker.reattach(start.resumed.get("mlflow_run_id", "")):
+        log.info("continuing MLflow run %s", tracker.run_id)
     else:
-        tags = run_tags(manifest_sha, root)
-        tracker.start(tags.get("dvc.exp_name"), tags, settings)
+        tags = run_tags(start.manifest_sha, root)
+        tracker.start(tags.get("dvc.exp_name"), tags, start.settings)
     log.info("MLflow run %s in %s", tracker.run_id, tracker.client.tracking_uri)
+    return tracker
 
+
+def _train(params: Params, root: Path, start: _Start, tracker: RunTracker) -> dict[str, float]:
+    t = params.train
     L.seed_everything(t.seed, workers=True, verbose=False)
-    vocab = Vocabulary(manifest["tokenizer"]["vocab_size"], manifest["tokenizer"]["eos_id"])
-    model = build_model(params.model, vocab, t.max_length, resolve_path(params.paths.model_cache, root))
-    module = CausalLM(model, t)
-    if resumed:
-        module.model.load_state_dict(resumed["model"])
+    vocab = Vocabulary(start.manifest["tokenizer"]["vocab_size"], start.manifest["tokenizer"]["eos_id"])
+    model_cache = resolve_path(params.paths.model_cache, root)
+    module = CausalLM(
+        build_model(params.model, vocab, t.max_length, model_cache, params.download.hub_timeout_s), t
+    )
+    if start.resumed:
+        module.model.load_state_dict(start.resumed["model"])
 
     data = LightningDataModule(
-        tokenizer,
+        start.tokenizer,
         {params.tokenize.dataset: {}},
         batch_size=t.batch_size,
         max_length=t.max_length,
@@ -86,17 +128,17 @@ def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
         tokenizer_name=params.tokenize.tokenizer,
         params=params,
     )
-    data.train_start = start_step * t.accumulate_grad_batches * t.batch_size
-    data.train_length = (t.max_steps - start_step) * t.accumulate_grad_batches * t.batch_size
+    windows_per_step = t.accumulate_grad_batches * t.batch_size
+    data.train_start = start.step * windows_per_step
+    data.train_length = (t.max_steps - start.step) * windows_per_step
 
-    history = History.from_state(resumed["history"]) if resumed else History()
-    tokens_per_step = t.batch_size * t.max_length * t.accumulate_grad_batches
+    history = History.from_state(start.resumed["history"]) if start.resumed else History()
 
     def save(trainer: L.Trainer, step: int) -> None:
         if not trainer.is_global_zero:
             return
         state = {
-            "fingerprint": fingerprint,
+            "fingerprint": start.fingerprint,
             "step": step,
             "model": module.model.state_dict(),
             "optimizer": trainer.optimizers[0].state_dict(),
@@ -106,26 +148,26 @@ def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
             "mlflow_run_id": tracker.run_id,
         }
         tracker.flush()  # once the checkpoint exists, MLflow holds every step up to it
-        path = save_checkpoint(checkpoint_dir, step, state, keep=t.keep_checkpoints)
+        path = save_checkpoint(start.checkpoint_dir, step, state, keep=t.keep_checkpoints)
         log.info("checkpoint %s", display_path(path))
 
     callbacks: list[L.Callback] = [
         StepRecorder(
             history,
-            start_step=start_step,
-            tokens_per_step=tokens_per_step,
+            start_step=start.step,
+            tokens_per_step=windows_per_step * t.max_length,
             accumulate=t.accumulate_grad_batches,
             log_metrics=tracker.log_metrics,
         ),
-        PeriodicCheckpoint(t.checkpoint_every, start_step, save),
+        PeriodicCheckpoint(t.checkpoint_every, start.step, save),
     ]
-    if resumed:
-        callbacks.append(RestoreTrainingState(resumed))
+    if start.resumed:
+        callbacks.append(RestoreTrainingState(start.resumed))
     trainer = L.Trainer(
         accelerator=t.accelerator,
         devices=1,
         precision=t.precision,
-        max_steps=t.max_steps - start_step,
+        max_steps=t.max_steps - start.step,
         max_epochs=1,  # the sampler streams every remaining step's windows as one epoch
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.grad_clip or None,
@@ -140,37 +182,21 @@ def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
         callbacks=callbacks,
         default_root_dir=str(root / "tmp" / "lightning"),
     )
-    status = "FAILED"
-    try:
-        if start_step < t.max_steps:
-            trainer.fit(module, datamodule=data)
-        final = trainer.validate(module, datamodule=data, verbose=False)[0]
-        metrics = _final_metrics(history, final, data, vocab, start_step, t.max_steps)
-        _write_outputs(params, root, module, tokenizer, history, metrics, tracker)
-        status = "FINISHED"
-        return metrics
-    finally:
-        tracker.finish(status)
-
-
-def _final_metrics(
-    history: History,
-    final: dict[str, Any],
-    data: LightningDataModule,
-    vocab: Vocabulary,
-    start: int,
-    steps: int,
-) -> dict[str, float]:
+    if start.step < t.max_steps:
+        trainer.fit(module, datamodule=data)
+    final = trainer.validate(module, datamodule=data, verbose=False)[0]
     val_loss = float(final["val_loss"])
-    return {
+    metrics = {
         "train_loss": history.train[-1]["train_loss"] if history.train else math.nan,
         "val_loss": val_loss,
         "val_perplexity": math.exp(min(val_loss, 700.0)),
         "unigram_perplexity": unigram_perplexity(data.train_tokens, data.val_tokens, vocab.size),
         "tokens_per_s": history.tokens_seen / history.train_seconds if history.train_seconds else math.nan,
-        "steps": steps,
+        "steps": t.max_steps,
         "tokens_seen": history.tokens_seen,
     }
+    _write_outputs(params, root, module, start.tokenizer, history, metrics, tracker)
+    return metrics
 
 
 def _write_outputs(

@@ -16,7 +16,6 @@ from src.utils.files import canonical_json, write_text_atomic
 PLOT_FILES = {
     "train_loss.csv": ("step", "train_loss"),
     "learning_rate.csv": ("step", "lr"),
-    "tokens_per_s.csv": ("step", "tokens_per_s"),
     "val_loss.csv": ("step", "val_loss", "val_perplexity"),
 }
 
@@ -38,11 +37,11 @@ def write_metrics(path: Path, metrics: dict[str, float]) -> None:
 
 
 def write_plots(folder: Path, history: Any) -> None:
-    """One CSV per curve, as ``dvc plots`` reads them."""
+    """One CSV per curve, as ``dvc plots`` reads them. Only deterministic numbers: the same params
+    give the same files (throughput, which varies, is in MLflow and metrics.json)."""
     rows = {
         "train_loss.csv": history.train,
         "learning_rate.csv": history.train,
-        "tokens_per_s.csv": history.train,
         "val_loss.csv": [{"step": step, **values} for step, values in sorted(history.val.items())],
     }
     for name, columns in PLOT_FILES.items():

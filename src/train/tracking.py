@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config import MlflowConfig
+from src.errors import PipelineError
 from src.paths import PROJECT_ROOT
 
 #: Metrics are sent in batches: one SQLite transaction per step would slow training.
@@ -63,9 +64,16 @@ class RunTracker:
 
     def __init__(self, uri: str, experiment_name: str) -> None:
         from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
 
         self.client = MlflowClient(tracking_uri=uri)
-        experiment = self.client.get_experiment_by_name(experiment_name)
+        try:
+            experiment = self.client.get_experiment_by_name(experiment_name)
+        except MlflowException as error:
+            raise PipelineError(
+                f"mlflow.tracking_uri: cannot reach {uri} ({str(error).strip().splitlines()[0][:200]}); "
+                'start the server, or set mlflow.tracking_uri to "" to use mlflow.db at the project root'
+            ) from None
         if experiment is not None:
             self.experiment_id = experiment.experiment_id
         else:
@@ -86,12 +94,18 @@ class RunTracker:
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         return self.run_id
 
-    def reattach(self, run_id: str) -> str:
-        """Continue an existing run (a resumed training run)."""
-        self.client.get_run(run_id)  # fails clearly if the run is gone
+    def reattach(self, run_id: str) -> bool:
+        """Continue an existing run (a resumed training run); False if it no longer exists."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if self.client.get_run(run_id).info.lifecycle_stage != "active":
+                return False
+        except MlflowException:
+            return False
         self.client.update_run(run_id, status="RUNNING")
         self.run_id = run_id
-        return run_id
+        return True
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, *, flush: bool = False) -> None:
         from mlflow.entities import Metric

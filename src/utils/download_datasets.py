@@ -24,19 +24,13 @@ if __package__ in (None, ""):  # run as a script: make ``src`` importable from t
 from src.config import PARAMS_FILE, DatasetSpec, Params, load_params
 from src.data.download_cache import drop_corrupted_downloads, record_downloads
 from src.data.raw_export import plan_splits, write_export
-from src.data.sources import (
-    ResolvedSource,
-    hub_is_reachable,
-    hub_unreachable_error,
-    packaged_builders,
-    resolve_source,
-    use_offline_hub,
-)
+from src.data.sources import ResolvedSource, hub_unreachable_error, packaged_builders, resolve_source
 from src.errors import ConfigError, PipelineError
 from src.paths import display_path, resolve_path
 from src.utils.cli import run_cli
 from src.utils.environment import configure_environment
 from src.utils.files import sha256_file
+from src.utils.hub import hub_is_reachable, use_offline_hub
 from src.utils.logging_setup import setup_logging
 
 log = logging.getLogger(__name__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from src.config import ModelConfig, TrainConfig
@@ -34,3 +35,29 @@ def test_tiny_model_overfits_one_batch(tmp_path: Path) -> None:
         schedule.step()
     assert first > 3.5  # about ln(50) at random init
     assert loss.item() < 0.2
+
+
+def test_pretrained_model_offline_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    import pytest
+
+    import src.utils.hub as hub
+    from src.errors import PipelineError
+
+    monkeypatch.setattr(hub, "use_offline_hub", lambda: None)  # keep this test process online
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        PipelineError, match=r"model.pretrained: the Hugging Face Hub \(.*\) is unreachable and 'gpt2'"
+    ):
+        build_model(ModelConfig(pretrained="gpt2"), Vocabulary(50, 0), 16, tmp_path)
+
+
+def test_pretrained_model_from_a_folder(tmp_path: Path) -> None:
+    model = build_model(ModelConfig(n_layer=1, n_head=1, n_embd=8), Vocabulary(40, 0), 16, tmp_path)
+    model.save_pretrained(tmp_path / "mine")
+    loaded = build_model(ModelConfig(pretrained=str(tmp_path / "mine")), Vocabulary(40, 0), 16, tmp_path)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )
+    with pytest.raises(Exception, match="fewer embeddings than the tokenizer's 50 tokens"):
+        build_model(ModelConfig(pretrained=str(tmp_path / "mine")), Vocabulary(50, 0), 16, tmp_path)

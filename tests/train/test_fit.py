@@ -158,3 +158,23 @@ def test_train_script_help() -> None:
     )
     assert result.returncode == 0 and "--params" in result.stdout
     assert os.environ.get("DVC_EXP_NAME") is None
+
+
+def test_unreachable_tracking_server_is_one_clear_line(
+    prepared, tiny_params_file: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    params = yaml.safe_load(tiny_params_file.read_text())
+    params["mlflow"]["tracking_uri"] = f"http://127.0.0.1:{port}"
+    path = tmp_path / "server.yaml"
+    path.write_text(yaml.safe_dump(params))
+    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    result = subprocess.run(train_command(path), capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: mlflow.tracking_uri: cannot reach http://127.0.0.1:{port}")
+    assert "Traceback" not in result.stderr
