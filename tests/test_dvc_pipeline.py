@@ -133,3 +133,17 @@ def test_training_changes_rerun_train_only(project_copy: Path, change: str) -> N
     assert out_hash(project_copy, "train") != model
     shown = json.loads(dvc(project_copy, "exp", "show", "--json").stdout)
     assert "val_perplexity" in json.dumps(shown)
+
+
+def test_bad_training_param_keeps_model_and_metrics(project_copy: Path) -> None:
+    dvc(project_copy, "repro")
+    kept = [project_copy / "data" / "model" / "model.safetensors", project_copy / "metrics.json"]
+    before = [path.read_bytes() for path in kept]
+    params = project_copy / "params.yaml"
+    params.write_text(params.read_text().replace("lr: 0.003", "lr: fast"))
+    result = dvc(project_copy, "repro", check=False)
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: train.lr: expected a number in (0, 10], got 'fast'"
+    ]
+    assert [path.read_bytes() for path in kept] == before
