@@ -61,3 +61,11 @@ def test_pretrained_model_from_a_folder(tmp_path: Path) -> None:
     )
     with pytest.raises(Exception, match="fewer embeddings than the tokenizer's 50 tokens"):
         build_model(ModelConfig(pretrained=str(tmp_path / "mine")), Vocabulary(50, 0), 16, tmp_path)
+
+
+def test_compiled_module_still_saves_plain_weights(tmp_path: Path) -> None:
+    model = build_model(ModelConfig(n_layer=1, n_head=1, n_embd=8), Vocabulary(40, 0), 16, tmp_path)
+    plain = CausalLM(model, TrainConfig(compile=False)).state_dict()
+    compiled = CausalLM(model, TrainConfig(compile=True)).state_dict()
+    assert list(compiled) == list(plain)
+    assert all(key.startswith("model.") and "_orig_mod" not in key for key in compiled)

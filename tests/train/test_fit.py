@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -179,3 +180,11 @@ def test_unreachable_tracking_server_is_one_clear_line(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: mlflow.tracking_uri: cannot reach http://127.0.0.1:{port}")
     assert "Traceback" not in result.stderr
+
+
+def test_bf16_mixed_precision_trains(prepared, tmp_path: Path) -> None:
+    import dataclasses
+
+    train = dataclasses.replace(prepared.train, precision="bf16-mixed", max_steps=10, checkpoint_every=5)
+    metrics = fit(dataclasses.replace(prepared, train=train), root=tmp_path)
+    assert metrics["steps"] == 10 and math.isfinite(metrics["val_loss"])
