@@ -24,7 +24,6 @@ import torch  # noqa: E402
 from src.config import load_params  # noqa: E402
 from src.data.token_files import read_token_manifest  # noqa: E402
 from src.models.causal_lm import CausalLM, Vocabulary, build_model  # noqa: E402
-from src.models.optim import build_optimizer  # noqa: E402
 from src.utils.environment import configure_environment  # noqa: E402
 
 WARMUP_STEPS = 5
@@ -73,15 +72,8 @@ def lightning_rate(params, module: CausalLM, data, steps: int) -> float:
 
 def plain_rate(params, module: CausalLM, data, steps: int) -> float:
     t = params.train
-    optimizer, schedule = build_optimizer(
-        module.model,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        betas=(t.beta1, t.beta2),
-        warmup_steps=t.warmup_steps,
-        max_steps=t.max_steps,
-        min_lr_ratio=t.min_lr_ratio,
-    )
+    configured = module.configure_optimizers()  # the very optimizer and schedule Lightning gets
+    optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
     module.train()
     batches = iter(data.train_dataloader())
     for step in range(WARMUP_STEPS + steps):
