@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -33,7 +32,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np  # noqa: E402
 
-from src.config import load_params  # noqa: E402
+from src.config import available_cores, load_params  # noqa: E402
 from src.data.fast_encoder import build_encoder  # noqa: E402
 from src.data.raw_export import read_manifest  # noqa: E402
 from src.data.tokenize_corpus import CHUNK_BYTES, iter_document_chunks, iter_documents, tokenize_export  # noqa: E402
@@ -162,7 +161,7 @@ def main() -> None:
     source = params.paths.raw_dir() / params.tokenize.dataset
     if not (source / "manifest.json").is_file():
         sys.exit(f"{source}: no export; run `dvc repro download` first")
-    threads = len(os.sched_getaffinity(0))
+    threads = available_cores()
     with tempfile.TemporaryDirectory(prefix="tokbench-", dir=params.paths.raw_dir().parent) as scratch:
         work = Path(scratch)
         small = repeated_export(source, work / "x1", 1)

@@ -132,7 +132,7 @@ class TokenizeConfig:
 
     def threads(self) -> int:
         """Encoding threads to use: ``num_proc``, or every available core when it is 0."""
-        return self.num_proc or len(os.sched_getaffinity(0))
+        return self.num_proc or available_cores()
 
 
 @dataclass(frozen=True)
@@ -257,6 +257,13 @@ class Params:
             raise FieldError(
                 "tokenize.dataset", f"{self.tokenize.dataset!r} is not in download.datasets ({known})"
             )
+
+
+def available_cores() -> int:
+    """Cores this process may use (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def parse_params(data: Any) -> Params:
