@@ -58,9 +58,10 @@ def build_model(
         bos_token_id=vocab.eos_id,
         eos_token_id=vocab.eos_id,
         pad_token_id=vocab.eos_id,
-        loss_type="ForCausalLM",
     )
-    return GPT2LMHeadModel(hf_config)
+    model = GPT2LMHeadModel(hf_config)
+    model.loss_type = "ForCausalLM"  # named, so transformers does not warn that it has to guess
+    return model
 
 
 class CausalLM(L.LightningModule):

@@ -30,11 +30,38 @@ _NAME = re.compile(r"^step-(\d+)\.ckpt$")
 OPERATIONAL_KEYS = {"train.resume", "train.keep_checkpoints", "train.num_workers", "train.compile"}
 
 
-def run_fingerprint(settings: dict[str, str], token_manifest_sha256: str) -> str:
-    """Hash of the flattened settings that shape training, plus the data it trains on."""
-    shaping = {k: v for k, v in settings.items() if k not in OPERATIONAL_KEYS}
-    text = json.dumps({"settings": shaping, "tokens": token_manifest_sha256}, sort_keys=True)
+def shaping_settings(settings: dict[str, str]) -> dict[str, str]:
+    """The flattened settings that decide a run's numbers (all but the operational ones)."""
+    return {k: v for k, v in settings.items() if k not in OPERATIONAL_KEYS}
+
+
+def code_fingerprint(folder: Path) -> str:
+    """Hash of every Python file under ``folder``: a checkpoint of other code is not resumed."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.py")):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_fingerprint(settings: dict[str, str], inputs: dict[str, str]) -> str:
+    """Hash of the settings that shape training and of its inputs (token manifest, code)."""
+    text = json.dumps({"settings": shaping_settings(settings), "inputs": inputs}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def describe_change(state: dict[str, Any], settings: dict[str, str], inputs: dict[str, str]) -> str:
+    """What differs between the run that wrote a checkpoint and this one, for the log."""
+    if "settings" not in state:
+        return "it predates recorded settings"
+    before, now = state.get("settings", {}), shaping_settings(settings)
+    changes = [
+        f"{k}: {before.get(k, '-')} -> {now.get(k, '-')}"
+        for k in sorted(before.keys() | now.keys())
+        if before.get(k) != now.get(k)
+    ]
+    old_inputs = state.get("inputs", {})
+    changes += [f"the {name}" for name in sorted(inputs) if old_inputs.get(name) != inputs[name]]
+    return ", ".join(changes[:5]) + (f" and {len(changes) - 5} more" if len(changes) > 5 else "") or "unknown"
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
@@ -81,8 +108,11 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -
     return target
 
 
-def find_resumable(folder: Path, fingerprint: str) -> tuple[dict[str, Any] | None, str]:
-    """The newest readable checkpoint made with ``fingerprint``, and why it was (not) chosen."""
+def find_resumable(
+    folder: Path, settings: dict[str, str], inputs: dict[str, str]
+) -> tuple[dict[str, Any] | None, str]:
+    """The newest readable checkpoint made with these settings and inputs, and why it was (not) chosen."""
+    fingerprint = run_fingerprint(settings, inputs)
     candidates = list_checkpoints(folder)
     if not candidates:
         return None, "no checkpoint yet"
@@ -93,7 +123,8 @@ def find_resumable(folder: Path, fingerprint: str) -> tuple[dict[str, Any] | Non
             log.warning("%s is unreadable (%s); trying an older checkpoint", display_path(path), error)
             continue
         if state.get("fingerprint") != fingerprint:
-            return None, f"{display_path(path)} was made with other params or data"
+            change = describe_change(state, settings, inputs)
+            return None, f"starting afresh: {display_path(path)} was made with other settings ({change})"
         return state, f"resuming from {display_path(path)} (step {state['step']})"
     return None, "no readable checkpoint"
 

@@ -27,10 +27,12 @@ from src.paths import PROJECT_ROOT, display_path, resolve_path
 from src.train.callbacks import History, PeriodicCheckpoint, RestoreTrainingState, StepRecorder
 from src.train.checkpoints import (
     clear_checkpoints,
+    code_fingerprint,
     find_resumable,
     rng_states,
     run_fingerprint,
     save_checkpoint,
+    shaping_settings,
 )
 from src.train.reporting import generate_samples, unigram_perplexity, write_metrics, write_plots
 from src.train.tracking import RunTracker, flatten, run_tags, tracking_uri
@@ -49,6 +51,7 @@ class _Start:
     manifest_sha: str
     tokenizer: Any
     settings: dict[str, str]
+    inputs: dict[str, str]
     fingerprint: str
     checkpoint_dir: Path
     resumed: dict[str, Any] | None
@@ -81,17 +84,21 @@ def _prepare(params: Params, root: Path) -> _Start:
     manifest = read_token_manifest(token_dir)
     manifest_sha = sha256_file(token_dir / MANIFEST)
     settings = flatten(as_plain_dict(params))
-    fingerprint = run_fingerprint(settings, manifest_sha)
+    inputs = {
+        "tokenized data": manifest_sha,
+        "code": code_fingerprint(PROJECT_ROOT / "src"),
+    }  # the running code
+    fingerprint = run_fingerprint(settings, inputs)
     checkpoint_dir = resolve_path(params.paths.checkpoint_dir, root)
     resumed = None
     if params.train.resume == "auto":
-        resumed, reason = find_resumable(checkpoint_dir, fingerprint)
+        resumed, reason = find_resumable(checkpoint_dir, settings, inputs)
         log.info("resume: %s", reason)
     if resumed is None:
         clear_checkpoints(checkpoint_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(token_dir / TOKENIZER_DIR))
     return _Start(
-        token_dir, manifest, manifest_sha, tokenizer, settings, fingerprint, checkpoint_dir, resumed
+        token_dir, manifest, manifest_sha, tokenizer, settings, inputs, fingerprint, checkpoint_dir, resumed
     )
 
 
@@ -139,6 +146,8 @@ def _train(params: Params, root: Path, start: _Start, tracker: RunTracker) -> di
             return
         state = {
             "fingerprint": start.fingerprint,
+            "settings": shaping_settings(start.settings),
+            "inputs": start.inputs,
             "step": step,
             "model": module.model.state_dict(),
             "optimizer": trainer.optimizers[0].state_dict(),

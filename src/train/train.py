@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make ``src`` importable from the project root
@@ -17,7 +18,7 @@ if __package__ in (None, ""):  # run as a script: make ``src`` importable from t
 from src.config import PARAMS_FILE, load_params
 from src.utils.cli import run_cli
 from src.utils.environment import configure_environment
-from src.utils.logging_setup import setup_logging
+from src.utils.logging_setup import adopt_library_loggers, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     setup_logging(args.log_dir)
     from src.train.fit import fit  # heavy imports only after the environment is set
 
+    adopt_library_loggers()
+    # A deprecation inside Lightning itself: nothing a user of this project can act on.
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     return fit(params)
 
 

@@ -177,7 +177,7 @@ def download_all(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+        description=__doc__.splitlines()[0].replace("``", ""),
         epilog="Datasets and defaults come from params.yaml (download.datasets, paths.*).",
     )
     parser.add_argument(

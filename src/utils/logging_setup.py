@@ -44,9 +44,30 @@ def setup_logging(
     console = logging.StreamHandler(sys.stderr)
     for handler in (file_handler, console):
         handler.setFormatter(logging.Formatter(_FORMAT))
+        handler.addFilter(_NoAdverts())
         handler._pipeline_handler = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     return path
+
+
+def adopt_library_loggers(names: tuple[str, ...] = ("lightning",)) -> None:
+    """Route these libraries' records through the root handlers only.
+
+    Lightning attaches a console handler of its own, so with ours every message
+    would print twice; without it each goes once to the console and the log file.
+    """
+    for name in names:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
+class _NoAdverts(logging.Filter):
+    """Drop library tips that advertise other products (they are not about this run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡 Tip" not in str(record.msg)
 
 
 def next_log_number(directory: Path, prefix: str) -> int:
