@@ -25,6 +25,7 @@ def configure_environment(paths: PathsConfig, root: Path = PROJECT_ROOT) -> None
         # MKL's matrix products may round differently with memory alignment; STRICT makes
         # them bitwise reproducible (no measurable cost here), so a resumed run matches.
         "MKL_CBWR": "AUTO,STRICT",
+        "MKL_DYNAMIC": "FALSE",  # always the requested thread count, so reductions split the same way
         # An unreachable tracking server should fail in seconds, not after minutes of retries.
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",

@@ -140,13 +140,16 @@ def test_killed_run_resumes_exactly(prepared, tiny_params_file: Path, tmp_path: 
     b = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     for key in ("train_loss", "val_loss", "tokens_seen", "steps"):
         assert b[key] == pytest.approx(a[key], abs=1e-6), key
+    # The same windows in the same order, and the same losses: exact on an idle machine; one
+    # loaded CI run once differed by 5e-7 between two separate processes, hence the tolerance.
     for name, column in (
         ("train_loss.csv", "train_loss"),
         ("val_loss.csv", "val_loss"),
         ("learning_rate.csv", "lr"),
     ):
-        assert curve(tmp_path / "killed" / "plots" / name, column) == curve(
-            tmp_path / "straight" / "plots" / name, column
+        resumed = curve(tmp_path / "killed" / "plots" / name, column)
+        assert resumed == pytest.approx(
+            curve(tmp_path / "straight" / "plots" / name, column), rel=1e-5, abs=1e-6
         )
     (run,) = runs_of(load_params(killed))  # the resumed run reattached to the killed one
     assert run.info.status == "FINISHED"
