@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 class _Start:
     """Everything decided before training starts: data, tokenizer, and where to resume from."""
 
-    token_dir: Path
     manifest: dict[str, Any]
     manifest_sha: str
     tokenizer: Any
@@ -97,9 +96,7 @@ def _prepare(params: Params, root: Path) -> _Start:
     if resumed is None:
         clear_checkpoints(checkpoint_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(token_dir / TOKENIZER_DIR))
-    return _Start(
-        token_dir, manifest, manifest_sha, tokenizer, settings, inputs, fingerprint, checkpoint_dir, resumed
-    )
+    return _Start(manifest, manifest_sha, tokenizer, settings, inputs, fingerprint, checkpoint_dir, resumed)
 
 
 def _open_run(params: Params, root: Path, start: _Start) -> RunTracker:

@@ -13,12 +13,6 @@ import torch
 
 from src.utils.files import canonical_json, write_text_atomic
 
-PLOT_FILES = {
-    "train_loss.csv": ("step", "train_loss"),
-    "learning_rate.csv": ("step", "lr"),
-    "val_loss.csv": ("step", "val_loss", "val_perplexity"),
-}
-
 
 def unigram_perplexity(train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int) -> float:
     """Perplexity of the validation tokens under add-one-smoothed train-token frequencies.
@@ -39,16 +33,17 @@ def write_metrics(path: Path, metrics: dict[str, float]) -> None:
 def write_plots(folder: Path, history: Any) -> None:
     """One CSV per curve, as ``dvc plots`` reads them. Only deterministic numbers: the same params
     give the same files (throughput, which varies, is in MLflow and metrics.json)."""
-    rows = {
-        "train_loss.csv": history.train,
-        "learning_rate.csv": history.train,
-        "val_loss.csv": [{"step": step, **values} for step, values in sorted(history.val.items())],
-    }
-    for name, columns in PLOT_FILES.items():
+    val_rows = [{"step": step, **values} for step, values in sorted(history.val.items())]
+    plots = (
+        ("train_loss.csv", ("step", "train_loss"), history.train),
+        ("learning_rate.csv", ("step", "lr"), history.train),
+        ("val_loss.csv", ("step", "val_loss", "val_perplexity"), val_rows),
+    )
+    for name, columns, rows in plots:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
-        for row in rows[name]:
+        for row in rows:
             writer.writerow([_format(row[c]) for c in columns])
         write_text_atomic(folder / name, buffer.getvalue())
 

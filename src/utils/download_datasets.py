@@ -105,21 +105,12 @@ def download_dataset(
 
 
 def _load(key: str, spec: DatasetSpec, source: ResolvedSource, raw: Path, mode: Any, offline: bool) -> Any:
-    """``load_dataset`` with one retry from scratch when the prepared Arrow cache is damaged."""
-    from datasets import DatasetDict, DownloadMode, load_dataset
+    """``load_dataset`` through the cache, every failure turned into one line naming the dataset."""
+    from datasets import DatasetDict
     from datasets.exceptions import DatasetGenerationError
 
-    def load(download_mode: Any) -> Any:
-        return load_dataset(**source.load_args, cache_dir=str(raw), download_mode=download_mode)
-
     try:
-        try:
-            dataset = load(mode)
-        except (OSError, ValueError) as error:
-            if offline or mode == DownloadMode.FORCE_REDOWNLOAD or isinstance(error, ConnectionError):
-                raise
-            log.warning("%s: the cached copy could not be read (%s); rebuilding it", key, _first_line(error))
-            dataset = load(DownloadMode.FORCE_REDOWNLOAD)
+        dataset = _load_or_rebuild(key, source, raw, mode, retry=not offline)
     except ConnectionError as error:
         if offline:
             raise hub_unreachable_error(key, spec) from None
@@ -132,6 +123,21 @@ def _load(key: str, spec: DatasetSpec, source: ResolvedSource, raw: Path, mode: 
     if not isinstance(dataset, DatasetDict):
         raise ConfigError(f"{key}: expected a dataset with named splits, got {type(dataset).__name__}")
     return dataset
+
+
+def _load_or_rebuild(key: str, source: ResolvedSource, raw: Path, mode: Any, *, retry: bool) -> Any:
+    """Load as ``mode`` says; if the prepared Arrow cache cannot be read, rebuild it once from the sources."""
+    from datasets import DownloadMode, load_dataset
+
+    try:
+        return load_dataset(**source.load_args, cache_dir=str(raw), download_mode=mode)
+    except ConnectionError:
+        raise
+    except (OSError, ValueError) as error:
+        if not retry or mode == DownloadMode.FORCE_REDOWNLOAD:
+            raise
+        log.warning("%s: the cached copy could not be read (%s); rebuilding it", key, _first_line(error))
+    return load_dataset(**source.load_args, cache_dir=str(raw), download_mode=DownloadMode.FORCE_REDOWNLOAD)
 
 
 def _check_text_column(key: str, column: str, dataset: Mapping[str, Any]) -> None:
