@@ -59,6 +59,28 @@ def python_runner():
     return run_python
 
 
+def run_dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``dvc`` in ``project`` with the project's interpreter first on PATH (stages call ``python``)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture
+def dvc():
+    """``dvc(project, *args, check=True)``: run DVC as a user would and return the finished process."""
+    return run_dvc
+
+
 class StaticServer:
     """A local HTTP server on 127.0.0.1 serving one folder and recording GET requests."""
 

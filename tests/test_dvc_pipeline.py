@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,21 +12,6 @@ import pytest
 import yaml
 
 pytestmark = pytest.mark.slow
-
-
-def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 def git(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -47,7 +31,7 @@ def committed_hashes(project: Path) -> dict[str, str]:
     return {stage: lock["stages"][stage]["outs"][0]["md5"] for stage in DATA_STAGES}
 
 
-def test_repro_reproduces_the_committed_data_and_is_then_a_no_op(project_copy: Path) -> None:
+def test_repro_reproduces_the_committed_data_and_is_then_a_no_op(dvc, project_copy: Path) -> None:
     first = dvc(project_copy, "repro")
     for stage in (*DATA_STAGES, "train"):
         assert f"Running stage '{stage}'" in first.stdout
@@ -65,14 +49,14 @@ def test_repro_reproduces_the_committed_data_and_is_then_a_no_op(project_copy: P
     assert {stage: out_hash(project_copy, stage) for stage in DATA_STAGES} == committed_hashes(project_copy)
 
 
-def test_experiment_on_the_split_changes_the_export(project_copy: Path) -> None:
+def test_experiment_on_the_split_changes_the_export(dvc, project_copy: Path) -> None:
     dvc(project_copy, "repro", "download")
     before = out_hash(project_copy, "download@kjv")
     dvc(project_copy, "exp", "run", "-S", "download.datasets.kjv.validation_fraction=0.05")
     assert out_hash(project_copy, "download@kjv") != before
 
 
-def test_bad_param_fails_with_one_line_and_keeps_the_export(project_copy: Path) -> None:
+def test_bad_param_fails_with_one_line_and_keeps_the_export(dvc, project_copy: Path) -> None:
     dvc(project_copy, "repro", "download")
     export = project_copy / "data" / "main_cache" / "raw" / "kjv"
     good = {p.name: p.read_bytes() for p in export.iterdir()}
@@ -86,7 +70,7 @@ def test_bad_param_fails_with_one_line_and_keeps_the_export(project_copy: Path) 
     assert {p.name: p.read_bytes() for p in export.iterdir()} == good
 
 
-def test_changing_the_vocabulary_reruns_tokenize_only(project_copy: Path) -> None:
+def test_changing_the_vocabulary_reruns_tokenize_only(dvc, project_copy: Path) -> None:
     dvc(project_copy, "repro", "tokenize")
     params = project_copy / "params.yaml"
     params.write_text(params.read_text().replace("vocab_size: 8192", "vocab_size: 4096"))
@@ -101,7 +85,7 @@ def test_changing_the_vocabulary_reruns_tokenize_only(project_copy: Path) -> Non
     assert out_hash(project_copy, "tokenize") != tokens_before
 
 
-def test_seed_data_module_snippet_runs_from_the_project_root(project_copy: Path) -> None:
+def test_seed_data_module_snippet_runs_from_the_project_root(dvc, project_copy: Path) -> None:
     dvc(project_copy, "repro", "tokenize")
     snippet = """
 from src.data.data_manager import LightningDataModule
@@ -122,7 +106,7 @@ print(tuple(next(iter(dm.train_dataloader()))["input_ids"].shape))
 
 
 @pytest.mark.parametrize("change", ["train.lr=0.001", "train.max_length=48"])
-def test_training_changes_rerun_train_only(project_copy: Path, change: str) -> None:
+def test_training_changes_rerun_train_only(dvc, project_copy: Path, change: str) -> None:
     dvc(project_copy, "repro")
     data = {stage: out_hash(project_copy, stage) for stage in DATA_STAGES}
     model = out_hash(project_copy, "train")
@@ -135,7 +119,7 @@ def test_training_changes_rerun_train_only(project_copy: Path, change: str) -> N
     assert "val_perplexity" in json.dumps(shown)
 
 
-def test_bad_training_param_keeps_model_and_metrics(project_copy: Path) -> None:
+def test_bad_training_param_keeps_model_and_metrics(dvc, project_copy: Path) -> None:
     dvc(project_copy, "repro")
     kept = [project_copy / "data" / "model" / "model.safetensors", project_copy / "metrics.json"]
     before = [path.read_bytes() for path in kept]

@@ -38,6 +38,16 @@ class History:
     def from_state(cls, state: dict[str, Any]) -> History:
         return cls(state["train"], dict(state["val"]), state["tokens_seen"], state["seconds"])
 
+    def tracked(self) -> list[tuple[dict[str, float], int]]:
+        """Every recorded step as (MLflow metrics, step): a new run that continues a checkpoint logs these."""
+        rows = [(tracked_train_metrics(row), int(row["step"])) for row in self.train]
+        return rows + [(dict(result), step) for step, result in sorted(self.val.items())]
+
+
+def tracked_train_metrics(row: dict[str, float]) -> dict[str, float]:
+    """The MLflow metrics of one optimizer step (``tokens_per_s`` is the run's average in MLflow)."""
+    return {"train_loss": row["train_loss"], "lr": row["lr"], "step_tokens_per_s": row["tokens_per_s"]}
+
 
 class StepRecorder(L.Callback):
     """Records loss, learning rate and tokens/s per optimizer step and validation results per eval."""
@@ -87,12 +97,7 @@ class StepRecorder(L.Callback):
         self.history.train_seconds += seconds
         module.log("tokens_per_s", row["tokens_per_s"], prog_bar=True, on_step=True, on_epoch=False)
         if self.log_metrics and trainer.is_global_zero:
-            logged = {
-                "train_loss": row["train_loss"],
-                "lr": row["lr"],
-                "step_tokens_per_s": row["tokens_per_s"],
-            }
-            self.log_metrics(logged, row["step"])
+            self.log_metrics(tracked_train_metrics(row), row["step"])
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:

@@ -23,7 +23,7 @@ from src.config import Params
 from src.data.data_manager import LightningDataModule
 from src.data.token_files import MANIFEST, TOKENIZER_DIR, read_token_manifest
 from src.models.causal_lm import CausalLM, Vocabulary, build_model
-from src.paths import PROJECT_ROOT, display_path, resolve_path
+from src.paths import PROJECT_ROOT, display_path, resolve_path, workspace_root
 from src.train.callbacks import History, PeriodicCheckpoint, RestoreTrainingState, StepRecorder
 from src.train.checkpoints import (
     clear_checkpoints,
@@ -35,7 +35,7 @@ from src.train.checkpoints import (
     shaping_settings,
 )
 from src.train.reporting import generate_samples, unigram_perplexity, write_metrics, write_plots
-from src.train.tracking import RunTracker, flatten, run_tags, tracking_uri
+from src.train.tracking import RunTracker, experiment_name, flatten, run_tags, tracking_uri
 from src.utils.files import atomic_directory, sha256_file
 from src.utils.typed_config import as_plain_dict
 
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 class _Start:
     """Everything decided before training starts: data, tokenizer, and where to resume from."""
 
+    token_dir: Path
     manifest: dict[str, Any]
     manifest_sha: str
     tokenizer: Any
@@ -96,17 +97,29 @@ def _prepare(params: Params, root: Path) -> _Start:
     if resumed is None:
         clear_checkpoints(checkpoint_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(token_dir / TOKENIZER_DIR))
-    return _Start(manifest, manifest_sha, tokenizer, settings, inputs, fingerprint, checkpoint_dir, resumed)
+    return _Start(
+        token_dir, manifest, manifest_sha, tokenizer, settings, inputs, fingerprint, checkpoint_dir, resumed
+    )
 
 
 def _open_run(params: Params, root: Path, start: _Start) -> RunTracker:
-    """Reattach to the resumed run's MLflow run, or create one with all params and tags."""
+    """Reattach to the MLflow run of an interrupted training, or create one with all params and tags.
+
+    A run continued from the checkpoint of a finished run (the same settings
+    run again, maybe as another DVC experiment) gets a run of its own, filled
+    with the history the checkpoint carries, so every run is complete.
+    """
     tracker = RunTracker(tracking_uri(params.mlflow, root), params.mlflow.experiment_name)
-    if start.resumed and tracker.reattach(start.resumed.get("mlflow_run_id", "")):
+    run_name = experiment_name()
+    if start.resumed and tracker.reattach(start.resumed.get("mlflow_run_id", ""), run_name):
         log.info("continuing MLflow run %s", tracker.run_id)
     else:
-        tags = run_tags(start.manifest_sha, root)
-        tracker.start(tags.get("dvc.exp_name"), tags, start.settings)
+        tags = run_tags(start.manifest, start.manifest_sha, start.token_dir, root)
+        tracker.start(run_name, tags, start.settings)
+        if start.resumed:
+            for metrics, step in History.from_state(start.resumed["history"]).tracked():
+                tracker.log_metrics(metrics, step)
+            tracker.flush()
     log.info("MLflow run %s in %s", tracker.run_id, tracker.client.tracking_uri)
     return tracker
 
@@ -115,7 +128,7 @@ def _train(params: Params, root: Path, start: _Start, tracker: RunTracker) -> di
     t = params.train
     L.seed_everything(t.seed, workers=True, verbose=False)
     vocab = Vocabulary(start.manifest["tokenizer"]["vocab_size"], start.manifest["tokenizer"]["eos_id"])
-    model_cache = resolve_path(params.paths.model_cache, root)
+    model_cache = resolve_path(params.paths.model_cache, workspace_root(root))
     module = CausalLM(
         build_model(params.model, vocab, t.max_length, model_cache, params.download.hub_timeout_s), t
     )

@@ -1,38 +1,74 @@
 """MLflow tracking: one run per training run, created by the driver and reattached on resume.
 
-The default store is the SQLite file ``mlflow.db`` at the project root, given as
-an absolute URI so a run started from any folder lands in the same store;
+The default store is the SQLite file ``mlflow.db`` at the root of the user's
+checkout, given as an absolute URI so a run started from any folder, or from
+the temporary copy DVC makes for a queued experiment, lands in the same store;
 artifacts of a SQLite store go to ``mlruns/`` beside the database.
+
+A DVC experiment and its MLflow run match one to one: the run is named after
+the experiment and tagged with its name, its baseline commit and the hashes of
+the data it trained on.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from src.config import MlflowConfig
 from src.errors import PipelineError
-from src.paths import PROJECT_ROOT
+from src.paths import PROJECT_ROOT, display_path, workspace_root
+
+_SQLITE = "sqlite:///"
 
 #: Metrics are sent in batches: one SQLite transaction per step would slow training.
 _FLUSH_EVERY_S = 5.0
 
 
 def tracking_uri(config: MlflowConfig, root: Path = PROJECT_ROOT) -> str:
-    """``mlflow.tracking_uri``, or the project's own SQLite store."""
-    return config.tracking_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    """``mlflow.tracking_uri``, or ``mlflow.db`` in the user's checkout; relative SQLite paths start there."""
+    uri = config.tracking_uri or f"{_SQLITE}mlflow.db"
+    database = sqlite_path(uri)
+    if database is not None and not database.is_absolute():
+        return f"{_SQLITE}{(workspace_root(root) / database).resolve()}"
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative if the URI is), or None for a server."""
+    return Path(uri[len(_SQLITE) :]) if uri.startswith(_SQLITE) else None
 
 
 def local_artifact_root(uri: str) -> str | None:
     """For a SQLite store, ``mlruns/`` beside the database file (MLflow would use the current folder)."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
+    database = sqlite_path(uri)
+    if database is None:
         return None  # a server decides where its artifacts go
-    return (Path(uri[len(prefix) :]).parent / "mlruns").resolve().as_uri()
+    return (database.parent / "mlruns").resolve().as_uri()
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """One process at a time creates a SQLite store and its experiment (parallel queued runs race there)."""
+    database = sqlite_path(uri)
+    if database is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -67,18 +103,21 @@ class RunTracker:
         from mlflow.exceptions import MlflowException
 
         self.client = MlflowClient(tracking_uri=uri)
-        try:
-            experiment = self.client.get_experiment_by_name(experiment_name)
-        except MlflowException as error:
-            raise PipelineError(
-                f"mlflow.tracking_uri: cannot reach {uri} ({str(error).strip().splitlines()[0][:200]}); "
-                'start the server, or set mlflow.tracking_uri to "" to use mlflow.db at the project root'
-            ) from None
-        if experiment is not None:
-            self.experiment_id = experiment.experiment_id
-        else:
-            location = local_artifact_root(uri)
-            self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=location)
+        with _store_lock(uri):
+            try:
+                experiment = self.client.get_experiment_by_name(experiment_name)
+            except MlflowException as error:
+                raise PipelineError(
+                    f"mlflow.tracking_uri: cannot reach {uri} ({str(error).strip().splitlines()[0][:200]}); "
+                    'start the server, or set mlflow.tracking_uri to "" to use mlflow.db at the project root'
+                ) from None
+            if experiment is not None:
+                self.experiment_id = experiment.experiment_id
+            else:
+                location = local_artifact_root(uri)
+                self.experiment_id = self.client.create_experiment(
+                    experiment_name, artifact_location=location
+                )
         self.run_id: str | None = None
         self._pending: list = []
         self._last_flush = time.monotonic()
@@ -94,16 +133,25 @@ class RunTracker:
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         return self.run_id
 
-    def reattach(self, run_id: str) -> bool:
-        """Continue an existing run (a resumed training run); False if it no longer exists."""
+    def reattach(self, run_id: str, run_name: str | None) -> bool:
+        """Continue the run of an interrupted training; False if it was deleted or has finished.
+
+        A finished run belongs to a completed training (and maybe to another DVC
+        experiment), so a new one is started instead. The run takes the name of
+        the experiment that now continues it: DVC names each attempt anew.
+        """
+        from mlflow.entities import RunTag
         from mlflow.exceptions import MlflowException
 
         try:
-            if self.client.get_run(run_id).info.lifecycle_stage != "active":
-                return False
+            info = self.client.get_run(run_id).info
         except MlflowException:
             return False
-        self.client.update_run(run_id, status="RUNNING")
+        if info.lifecycle_stage != "active" or info.status == "FINISHED":
+            return False
+        self.client.update_run(run_id, status="RUNNING", name=run_name or None)
+        if run_name:
+            self.client.log_batch(run_id, tags=[RunTag(EXP_NAME_TAG, run_name)])
         self.run_id = run_id
         return True
 
@@ -132,13 +180,47 @@ class RunTracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
-def run_tags(token_manifest_sha256: str, root: Path = PROJECT_ROOT) -> dict[str, str]:
-    """Tags that tie a run to its code, its DVC experiment and its data."""
-    tags = {"tokens.manifest_sha256": token_manifest_sha256}
+EXP_NAME_TAG = "dvc.exp_name"
+
+
+def experiment_name() -> str | None:
+    """The DVC experiment being run (``dvc exp run`` sets ``DVC_EXP_NAME``), or None."""
+    return os.environ.get("DVC_EXP_NAME") or None
+
+
+def run_tags(
+    token_manifest: Mapping[str, Any], token_manifest_sha256: str, token_dir: Path, root: Path = PROJECT_ROOT
+) -> dict[str, str]:
+    """Tags that tie a run to its code, its DVC experiment and the exact data it trained on."""
+    tags = {"data.tokens.manifest_sha256": token_manifest_sha256}
+    for split, entry in token_manifest.get("splits", {}).items():
+        tags[f"data.tokens.{split}_sha256"] = entry["sha256"]
+    source_manifest = token_manifest.get("source", {}).get("files", {}).get("manifest.json")
+    if source_manifest:
+        tags["data.export.manifest_sha256"] = source_manifest
+    dvc_md5 = locked_out_md5(token_dir, root)
+    if dvc_md5:
+        tags["dvc.tokenized.md5"] = dvc_md5  # the hash ``dvc exp show`` lists for the train stage's data
     commit = git_commit(root)
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    exp_name = os.environ.get("DVC_EXP_NAME")
-    if exp_name:
-        tags["dvc.exp_name"] = exp_name
+    if experiment_name():
+        tags[EXP_NAME_TAG] = experiment_name()
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    if baseline:
+        tags["dvc.baseline_rev"] = baseline
     return tags
+
+
+def locked_out_md5(out: Path, root: Path = PROJECT_ROOT) -> str | None:
+    """The md5 that ``dvc.lock`` records for the stage output at ``out``, if any."""
+    try:
+        lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    wanted = display_path(out, root)
+    for stage in (lock.get("stages") or {}).values():
+        for entry in stage.get("outs") or []:
+            if entry.get("path") == wanted and entry.get("md5"):
+                return str(entry["md5"])
+    return None

@@ -11,13 +11,14 @@ import os
 from pathlib import Path
 
 from src.config import PathsConfig
-from src.paths import PROJECT_ROOT, resolve_path
+from src.paths import PROJECT_ROOT, resolve_path, workspace_root
 
 
 def configure_environment(paths: PathsConfig, root: Path = PROJECT_ROOT) -> None:
-    """Point Hugging Face's caches at ``paths.model_cache``, compiler caches at ``tmp/``, telemetry off."""
+    """Point Hugging Face's caches at ``paths.model_cache`` (in the user's checkout, see
+    :func:`~src.paths.workspace_root`), compiler caches at ``tmp/``, telemetry off."""
     defaults = {
-        "HF_HOME": str(resolve_path(paths.model_cache, root)),
+        "HF_HOME": str(resolve_path(paths.model_cache, workspace_root(root))),
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "DO_NOT_TRACK": "true",
         "MLFLOW_DISABLE_TELEMETRY": "true",

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from src.paths import PROJECT_ROOT, resolve_path
+from src.paths import resolve_path, workspace_root
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -25,13 +25,13 @@ def setup_logging(
     numbered: bool = False,
     level: int = logging.INFO,
 ) -> Path:
-    """Send log records to a new file in ``log_dir`` (default ``logs/`` under the project root) and to stderr.
+    """Send log records to a new file in ``log_dir`` (default ``logs/`` in the user's checkout) and to stderr.
 
     File names are ``<prefix>_<time>.log`` by default, or ``<prefix>_<n>.log``
     with ``numbered=True`` where ``n`` counts up from the highest existing file,
     so a run never overwrites an earlier run's log. Returns the new file's path.
     """
-    directory = resolve_path(log_dir) if log_dir is not None else PROJECT_ROOT / "logs"
+    directory = resolve_path(log_dir) if log_dir is not None else workspace_root() / "logs"
     directory.mkdir(parents=True, exist_ok=True)
     path = _claim_log_file(directory, prefix, numbered)
     root = logging.getLogger()

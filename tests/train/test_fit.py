@@ -67,7 +67,8 @@ def test_fit_writes_model_metrics_plots_and_one_mlflow_run(prepared, tmp_path: P
     (run,) = runs_of(prepared)
     assert run.info.status == "FINISHED" and run.info.run_name == "tiny-exp"
     assert run.data.tags["dvc.exp_name"] == "tiny-exp"
-    assert len(run.data.tags["tokens.manifest_sha256"]) == 64
+    assert len(run.data.tags["data.tokens.manifest_sha256"]) == 64
+    assert len(run.data.tags["data.tokens.train_sha256"]) == 64
     assert run.data.params["train.lr"] == str(prepared.train.lr)
     assert run.data.params["model.n_embd"] == "16"
     assert run.data.params["paths.cache_dir"] == prepared.paths.cache_dir
@@ -90,11 +91,20 @@ def test_same_params_give_the_same_losses(prepared, tmp_path: Path) -> None:
     fit(prepared, root=tmp_path)
     first = curve(Path(prepared.paths.plots_dir) / "train_loss.csv", "train_loss")
     again = fit(prepared, root=tmp_path)  # resume=auto: the final checkpoint is reused, nothing retrains
-    assert again["steps"] == 20 and len(runs_of(prepared)) == 1  # ... and its MLflow run reattached
+    assert again["steps"] == 20
+    # The first run finished, so the second gets its own run, filled from the checkpoint's history.
+    second, first_run = runs_of(prepared)
+    client = MlflowClient(prepared.mlflow.tracking_uri)
+    first_curve, second_curve = (
+        sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_loss"))
+        for run in (first_run, second)
+    )
+    assert second_curve == first_curve and first_curve[0][0] == 1
+    assert second.data.metrics["val_loss"] == pytest.approx(first_run.data.metrics["val_loss"])
 
     fresh = dataclasses.replace(prepared, train=dataclasses.replace(prepared.train, resume="never"))
     fit(fresh, root=tmp_path)
-    assert len(runs_of(prepared)) == 2
+    assert len(runs_of(prepared)) == 3
     assert curve(Path(prepared.paths.plots_dir) / "train_loss.csv", "train_loss") == first
 
 

@@ -1,0 +1,182 @@
+"""End to end: queued DVC experiments in parallel, each with exactly one MLflow run in the project's store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+LEARNING_RATES = ("0.001", "0.01")
+
+
+def start_queue(project: Path, jobs: int) -> None:
+    """``dvc queue start -j N``; its workers live on, so their output must not be a pipe we wait on."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+        timeout=120,
+    )
+
+
+def stop_workers(dvc, project: Path, timeout_s: float = 60) -> None:
+    """``dvc queue stop``, then wait for every worker to exit.
+
+    A known DVC race between parallel workers can leave one idle instead of
+    exiting when the queue is empty (the README says so); ``stop`` ends it.
+    """
+    dvc(project, "queue", "stop")
+    deadline = time.monotonic() + timeout_s
+    for pid_file in (project / ".dvc" / "tmp" / "exps" / "celery").glob("*.pid"):
+        pid = int(pid_file.read_text().strip() or 0)
+        while pid and Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
+def wait_for_queue(dvc, project: Path, timeout_s: float = 600) -> set[str]:
+    """Poll until no experiment is queued or running; return every MLflow-like path seen in temp copies."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        exps = project / ".dvc" / "tmp" / "exps"
+        if exps.is_dir():
+            seen |= {
+                str(path.relative_to(project))
+                for pattern in ("mlflow.db*", "mlruns")
+                for path in exps.rglob(pattern)
+            }
+        status = dvc(project, "queue", "status").stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return seen
+        time.sleep(3)
+    raise AssertionError(f"the queue did not finish in {timeout_s} s:\n{status}")
+
+
+def experiments(shown: list[dict]) -> dict[str, dict]:
+    """``dvc exp show --json`` -> {experiment name: {"params": ..., "metrics": ...}}."""
+    found = {}
+    for baseline in shown:
+        for group in baseline.get("experiments") or []:
+            for revision in group["revs"]:
+                data = revision["data"]
+                found[revision["name"]] = {
+                    "params": data["params"]["params.yaml"]["data"],
+                    "metrics": data["metrics"]["metrics.json"]["data"],
+                }
+    return found
+
+
+def test_queued_experiments_run_in_parallel_with_one_mlflow_run_each(dvc, project_copy: Path) -> None:
+    dvc(project_copy, "repro")
+    for lr in LEARNING_RATES:
+        dvc(project_copy, "exp", "run", "--queue", "-S", f"train.lr={lr}")
+    start_queue(project_copy, jobs=2)
+    in_temp_copies = wait_for_queue(dvc, project_copy)
+    stop_workers(dvc, project_copy)
+    assert in_temp_copies == set()  # no store or artifacts were ever created in DVC's temporary copies
+
+    status = dvc(project_copy, "queue", "status").stdout
+    assert status.count("Success") == 2, status
+    found = experiments(json.loads(dvc(project_copy, "exp", "show", "--json").stdout))
+    assert sorted(str(exp["params"]["train"]["lr"]) for exp in found.values()) == sorted(
+        str(float(lr)) for lr in LEARNING_RATES
+    )
+    for name in found:  # the cached download and tokenize outputs were reused
+        log = dvc(project_copy, "queue", "logs", name).stdout
+        assert "Running stage 'train'" in log
+        assert "Running stage 'tokenize'" not in log and "Running stage 'download@kjv'" not in log
+
+    client = MlflowClient(f"sqlite:///{project_copy / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("lmpipe")
+    runs = client.search_runs([experiment.experiment_id])
+    by_name = {}
+    for run in runs:
+        by_name.setdefault(run.info.run_name, []).append(run)
+    lock = yaml.safe_load((project_copy / "dvc.lock").read_text())
+    tokens_md5 = lock["stages"]["tokenize"]["outs"][0]["md5"]
+    for name, exp in found.items():
+        (run,) = by_name[name]  # exactly one run per experiment, named after it
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["dvc.exp_name"] == name
+        assert len(run.data.tags["dvc.baseline_rev"]) == 40
+        assert run.data.tags["dvc.tokenized.md5"] == tokens_md5
+        assert float(run.data.params["train.lr"]) == float(exp["params"]["train"]["lr"])
+        for key, value in exp["metrics"].items():
+            assert run.data.metrics[key] == pytest.approx(value), (name, key)
+        assert run.info.artifact_uri.startswith((project_copy / "mlruns").as_uri())
+    assert len(runs) == 3  # the baseline's `dvc repro` and the two experiments
+
+    check_ui_lists_runs(project_copy, sorted(found))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def check_ui_lists_runs(project: Path, names: list[str]) -> None:
+    """``make ui`` serves the project's store on 127.0.0.1; its REST API lists the runs."""
+    port = free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        ["make", "--no-print-directory", "-o", "setup", "ui", f"UI_PORT={port}"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # one process group: make, mlflow and its server worker
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/experiments/search?max_results=10", timeout=5) as reply:
+                    experiment_id = json.load(reply)["experiments"][0]["experiment_id"]
+                break
+            except OSError:
+                assert server.poll() is None, "make ui exited"
+                assert time.monotonic() < deadline, "the UI did not answer within 120 s"
+                time.sleep(0.5)
+        request = urllib.request.Request(
+            f"{base}/runs/search",
+            data=json.dumps({"experiment_ids": [experiment_id]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            listed = {run["info"]["run_name"] for run in json.load(reply)["runs"]}
+        assert set(names) <= listed
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while group_alive(server.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert not group_alive(server.pid), "the UI's processes outlived SIGTERM"
+    with pytest.raises(ConnectionRefusedError):  # nothing was left serving
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
