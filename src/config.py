@@ -219,7 +219,37 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RayConfig:
-    """Distributed training with Ray Train (its settings arrive with the Ray work)."""
+    """Distributed training with Ray Train: the same model and data on many workers."""
+
+    use_ray: bool = False
+    """Train with Ray Train's ``TorchTrainer`` instead of one local process."""
+    num_workers: int = setting(2, within="[1, 4096]")
+    """Training workers (one process each). The global batch is
+    ``train.batch_size x num_workers x train.accumulate_grad_batches`` windows."""
+    use_gpu: bool = False
+    """Give every worker a GPU (and train on it)."""
+    resources_per_worker: dict[str, float] = field(default_factory=lambda: {"CPU": 1.0})
+    """Ray resources each worker reserves, e.g. ``{CPU: 4, GPU: 1}``."""
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
+    """Lightning strategy on Ray: ``RayDDPStrategy``, ``RayFSDPStrategy`` or ``RayDeepSpeedStrategy``
+    (needs the ``deepspeed`` package)."""
+    address: str = ""
+    """Empty: start a local Ray cluster for the run (and stop it after); ``auto`` or
+    ``ray://host:10001``: connect to a running cluster."""
+    storage_path: str = ""
+    """Where Ray Train keeps checkpoints (local folder or ``s3://``-style URI; shared storage on a
+    multi-node cluster). Empty: ``<paths.checkpoint_dir>/ray``."""
+    max_failures: int = setting(0, within="[-1, 1000]")
+    """Restarts after a worker failure, each from the newest checkpoint (-1: without limit)."""
+
+    def __post_init__(self) -> None:
+        for name, amount in self.resources_per_worker.items():
+            if amount < 0:
+                raise FieldError(f"resources_per_worker.{name}", f"must be 0 or more, got {amount}")
+        if self.address and not (self.address == "auto" or ":" in self.address):
+            raise FieldError(
+                "address", f'expected "", "auto" or host:port / ray://host:port, got {self.address!r}'
+            )
 
 
 @dataclass(frozen=True)
@@ -247,7 +277,7 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Training."""
     ray: RayConfig = field(default_factory=RayConfig)
-    """Ray Train."""
+    """Distributed training with Ray Train."""
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     """MLflow tracking."""
 

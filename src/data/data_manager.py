@@ -127,7 +127,7 @@ class LightningDataModule(L.LightningDataModule):
         self.val_tokens = open_tokens(self.token_dir, VALIDATION, manifest)
 
     def _rank(self) -> tuple[int, int]:
-        trainer = self._trainer if hasattr(self, "_trainer") else None
+        trainer = self.trainer  # set by Lightning when it runs this module; None in a notebook
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def train_dataloader(self) -> DataLoader:
@@ -151,10 +151,12 @@ class LightningDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        windows = ValidationWindows(self.val_tokens, self.max_length)
+        rank, world_size = self._rank()
         return DataLoader(
-            ValidationWindows(self.val_tokens, self.max_length),
+            windows,
             batch_size=self.batch_size,
-            shuffle=False,
+            sampler=windows.padded(rank, world_size),  # each rank scores its share; sums are reduced
             num_workers=self.num_workers,
             generator=self._loader_generator(),
         )

@@ -122,7 +122,17 @@ class ValidationWindows(Dataset):
     def __len__(self) -> int:
         return self.count
 
+    def padded(self, rank: int, world_size: int) -> range:
+        """This rank's window indices, as many on every rank: in distributed validation each
+        forward pass is a collective step, so uneven shards would leave one rank waiting forever.
+        Indices past the end are padding windows that score no token."""
+        per_rank = -(-self.count // world_size)
+        return range(rank, per_rank * world_size, world_size)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if index >= self.count:  # padding: a real window whose labels are all ignored
+            window = _as_tensor(self.tokens[: self.max_length])
+            return {"input_ids": window, "labels": torch.full_like(window, IGNORE_INDEX)}
         start = min(index * self.max_length, len(self.tokens) - self.max_length)
         window = _as_tensor(self.tokens[start : start + self.max_length])
         labels = window.clone()

@@ -87,7 +87,8 @@ class CausalLM(L.LightningModule):
         labels = batch["labels"]
         loss = self(batch["input_ids"], labels).loss
         scored = (labels[:, 1:] != -100).sum()  # the model shifts labels: the first position has no target
-        self._val_sum += loss.detach() * scored
+        # A batch of padding windows (see ValidationWindows.padded) scores nothing; its mean loss is NaN.
+        self._val_sum += torch.where(scored > 0, loss.detach() * scored, 0.0)
         self._val_count += scored
 
     def on_validation_epoch_start(self) -> None:

@@ -6,6 +6,7 @@ counter begins at 0, so every callback adds ``start_step``.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from typing import Any
 import lightning as L
 
 from src.train.checkpoints import restore_rng_states
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,19 +53,25 @@ def tracked_train_metrics(row: dict[str, float]) -> dict[str, float]:
 
 
 class StepRecorder(L.Callback):
-    """Records loss, learning rate and tokens/s per optimizer step and validation results per eval."""
+    """Records loss, learning rate and tokens/s per optimizer step and validation results per eval.
+
+    With several ranks, the recorded loss is the mean over all of them (the loss
+    of the global batch) and tokens count every rank's windows.
+    """
 
     def __init__(
         self,
         history: History,
         *,
         start_step: int,
-        tokens_per_step: int,
+        max_steps: int,
+        windows_per_step: int,
+        max_length: int,
         accumulate: int,
         log_metrics: Callable[[dict[str, float], int], None] | None,
     ) -> None:
-        self.history, self.start_step = history, start_step
-        self.tokens_per_step, self.accumulate = tokens_per_step, accumulate
+        self.history, self.start_step, self.max_steps = history, start_step, max_steps
+        self.windows_per_step, self.max_length, self.accumulate = windows_per_step, max_length, accumulate
         self.log_metrics = log_metrics
         self._losses: list[float] = []
         self._started = 0.0
@@ -81,19 +90,23 @@ class StepRecorder(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._losses.append(float(outputs["loss"]))
+        loss = outputs["loss"].detach()
+        if trainer.world_size > 1:
+            loss = trainer.strategy.reduce(loss, reduce_op="mean")
+        self._losses.append(float(loss))
         if (batch_idx + 1) % self.accumulate:
             return
         seconds = time.perf_counter() - self._started
+        tokens = self.windows_per_step * self.max_length * trainer.world_size
         row = {
             "step": self.step(trainer),
             "train_loss": sum(self._losses) / len(self._losses),
             "lr": self._lr,
-            "tokens_per_s": self.tokens_per_step / max(seconds, 1e-9),
+            "tokens_per_s": tokens / max(seconds, 1e-9),
         }
         self._losses = []
         self.history.train.append(row)
-        self.history.tokens_seen += self.tokens_per_step
+        self.history.tokens_seen += tokens
         self.history.train_seconds += seconds
         module.log("tokens_per_s", row["tokens_per_s"], prog_bar=True, on_step=True, on_epoch=False)
         if self.log_metrics and trainer.is_global_zero:
@@ -106,8 +119,19 @@ class StepRecorder(L.Callback):
         result = {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 700.0))}
         step = self.step(trainer)
         self.history.val[step] = result
-        if self.log_metrics and trainer.is_global_zero:
-            self.log_metrics(result, step)
+        if trainer.is_global_zero:
+            last = self.history.train[-1] if self.history.train else {}
+            log.info(
+                "step %d/%d: train_loss %.4f, val_loss %.4f (perplexity %.1f), %.0f tokens/s",
+                step,
+                self.max_steps,
+                last.get("train_loss", math.nan),
+                val_loss,
+                result["val_perplexity"],
+                last.get("tokens_per_s", math.nan),
+            )
+            if self.log_metrics:
+                self.log_metrics(result, step)
 
 
 class PeriodicCheckpoint(L.Callback):

@@ -27,7 +27,15 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"^step-(\d+)\.ckpt$")
 
 #: Settings that change how a run is operated, never its numbers: a checkpoint stays valid across them.
-OPERATIONAL_KEYS = {"train.resume", "train.keep_checkpoints", "train.num_workers", "train.compile"}
+OPERATIONAL_KEYS = {
+    "train.resume",
+    "train.keep_checkpoints",
+    "train.num_workers",
+    "train.compile",
+    "ray.address",
+    "ray.storage_path",
+    "ray.max_failures",
+}
 
 
 def shaping_settings(settings: dict[str, str]) -> dict[str, str]:

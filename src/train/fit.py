@@ -6,6 +6,9 @@ data, validates every ``train.eval_every`` steps, checkpoints every
 ``metrics.json`` and the loss-curve CSVs, all mirrored in one MLflow run. An
 interrupted run started again with the same params resumes from its newest
 checkpoint and ends exactly where the uninterrupted run would have.
+
+The same :func:`train` runs in one local process or on every Ray Train worker
+(:mod:`src.train.distributed`); a :class:`Placement` says which.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Start:
+class Start:
     """Everything decided before training starts: data, tokenizer, and where to resume from."""
 
     token_dir: Path
@@ -53,21 +57,74 @@ class _Start:
     settings: dict[str, str]
     inputs: dict[str, str]
     fingerprint: str
-    checkpoint_dir: Path
-    resumed: dict[str, Any] | None
+    resumed: dict[str, Any] | None = None
 
     @property
     def step(self) -> int:
         return self.resumed["step"] if self.resumed else 0
 
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary(self.manifest["tokenizer"]["vocab_size"], self.manifest["tokenizer"]["eos_id"])
+
+
+#: Saves one checkpoint: (trainer, step, state). Every rank calls it; only rank 0 has a state.
+Persist = Callable[[L.Trainer, int, "dict[str, Any] | None"], None]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the Trainer runs (one process, or a Ray worker group) and where its checkpoints go."""
+
+    trainer_options: dict[str, Any]
+    persist: Persist
+    prepare: Callable[[L.Trainer], L.Trainer] = field(default=lambda trainer: trainer)
+
+
+@dataclass
+class Outcome:
+    """What training produced, for the outputs: the weights, the history and the final metrics."""
+
+    module: CausalLM
+    history: History
+    metrics: dict[str, float]
+
 
 def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
-    """Train (or resume) as ``params`` says; return the final metrics (also in ``metrics.json``)."""
-    start = _prepare(params, root)
-    tracker = _open_run(params, root, start)  # before seeding: MLflow draws run names from ``random``
+    """Train (or resume) as ``params`` says; return the final metrics (also in ``metrics.json``).
+
+    ``ray.use_ray`` is the only switch: Ray Train runs the same :func:`train` on
+    its workers (see :mod:`src.train.distributed`).
+    """
+    if params.ray.use_ray:
+        from src.train.distributed import fit_on_ray
+
+        return fit_on_ray(params, root)
+    start = prepare(params, root)
+    checkpoint_dir = resolve_path(params.paths.checkpoint_dir, root)
+    start.resumed = _local_resume(params, start, checkpoint_dir)
+    tracker = open_run(params, root, start)  # before seeding: MLflow draws run names from ``random``
+
+    def persist(trainer: L.Trainer, step: int, state: dict[str, Any] | None) -> None:
+        if state is not None:
+            path = save_checkpoint(checkpoint_dir, step, state, keep=params.train.keep_checkpoints)
+            log.info("checkpoint %s", display_path(path))
+
+    placement = Placement({"accelerator": params.train.accelerator, "devices": 1}, persist)
+
+    def run() -> dict[str, float]:
+        outcome = train(params, root, start, tracker, placement)
+        write_outputs(params, root, outcome, start.tokenizer, tracker)
+        return outcome.metrics
+
+    return run_tracked(tracker, run)
+
+
+def run_tracked(tracker: RunTracker, run: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """Run ``run`` and mark the MLflow run FINISHED, FAILED or KILLED (Ctrl-C) accordingly."""
     status = "FAILED"
     try:
-        metrics = _train(params, root, start, tracker)
+        metrics = run()
         status = "FINISHED"
         return metrics
     except KeyboardInterrupt:
@@ -77,7 +134,8 @@ def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
         tracker.finish(status)
 
 
-def _prepare(params: Params, root: Path) -> _Start:
+def prepare(params: Params, root: Path) -> Start:
+    """Read the tokenized data's manifest and tokenizer and fingerprint the run (no resume decided yet)."""
     from transformers import AutoTokenizer
 
     token_dir = params.paths.tokenized_dir(params.tokenize.tokenizer, root)
@@ -89,20 +147,22 @@ def _prepare(params: Params, root: Path) -> _Start:
         "code": code_fingerprint(PROJECT_ROOT / "src"),
     }  # the running code
     fingerprint = run_fingerprint(settings, inputs)
-    checkpoint_dir = resolve_path(params.paths.checkpoint_dir, root)
+    tokenizer = AutoTokenizer.from_pretrained(str(token_dir / TOKENIZER_DIR))
+    return Start(token_dir, manifest, manifest_sha, tokenizer, settings, inputs, fingerprint)
+
+
+def _local_resume(params: Params, start: Start, checkpoint_dir: Path) -> dict[str, Any] | None:
+    """The newest checkpoint this run may continue; checkpoints of other settings are removed."""
     resumed = None
     if params.train.resume == "auto":
-        resumed, reason = find_resumable(checkpoint_dir, settings, inputs)
+        resumed, reason = find_resumable(checkpoint_dir, start.settings, start.inputs)
         log.info("resume: %s", reason)
     if resumed is None:
         clear_checkpoints(checkpoint_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(token_dir / TOKENIZER_DIR))
-    return _Start(
-        token_dir, manifest, manifest_sha, tokenizer, settings, inputs, fingerprint, checkpoint_dir, resumed
-    )
+    return resumed
 
 
-def _open_run(params: Params, root: Path, start: _Start) -> RunTracker:
+def open_run(params: Params, root: Path, start: Start) -> RunTracker:
     """Reattach to the MLflow run of an interrupted training, or create one with all params and tags.
 
     A run continued from the checkpoint of a finished run (the same settings
@@ -124,14 +184,25 @@ def _open_run(params: Params, root: Path, start: _Start) -> RunTracker:
     return tracker
 
 
-def _train(params: Params, root: Path, start: _Start, tracker: RunTracker) -> dict[str, float]:
+def build_module(params: Params, root: Path, start: Start) -> CausalLM:
+    """The LightningModule around a freshly built (or pretrained) causal LM."""
+    model_cache = resolve_path(params.paths.model_cache, workspace_root(root))
+    model = build_model(
+        params.model, start.vocabulary, params.train.max_length, model_cache, params.download.hub_timeout_s
+    )
+    return CausalLM(model, params.train)
+
+
+def train(
+    params: Params, root: Path, start: Start, tracker: RunTracker | None, placement: Placement
+) -> Outcome:
+    """Train from ``start`` to ``train.max_steps`` and validate; every rank runs this.
+
+    ``tracker`` is None on the ranks that log nothing (all but rank 0).
+    """
     t = params.train
     L.seed_everything(t.seed, workers=True, verbose=False)
-    vocab = Vocabulary(start.manifest["tokenizer"]["vocab_size"], start.manifest["tokenizer"]["eos_id"])
-    model_cache = resolve_path(params.paths.model_cache, workspace_root(root))
-    module = CausalLM(
-        build_model(params.model, vocab, t.max_length, model_cache, params.download.hub_timeout_s), t
-    )
+    module = build_module(params, root, start)
     if start.resumed:
         module.model.load_state_dict(start.resumed["model"])
 
@@ -145,46 +216,47 @@ def _train(params: Params, root: Path, start: _Start, tracker: RunTracker) -> di
         tokenizer_name=params.tokenize.tokenizer,
         params=params,
     )
-    windows_per_step = t.accumulate_grad_batches * t.batch_size
+    windows_per_step = t.accumulate_grad_batches * t.batch_size  # per rank
     data.train_start = start.step * windows_per_step
     data.train_length = (t.max_steps - start.step) * windows_per_step
 
     history = History.from_state(start.resumed["history"]) if start.resumed else History()
 
     def save(trainer: L.Trainer, step: int) -> None:
-        if not trainer.is_global_zero:
-            return
-        state = {
-            "fingerprint": start.fingerprint,
-            "settings": shaping_settings(start.settings),
-            "inputs": start.inputs,
-            "step": step,
-            "model": module.model.state_dict(),
-            "optimizer": trainer.optimizers[0].state_dict(),
-            "scheduler": trainer.lr_scheduler_configs[0].scheduler.state_dict(),
-            "rng": rng_states(),
-            "history": history.state(),
-            "mlflow_run_id": tracker.run_id,
-        }
-        tracker.flush()  # once the checkpoint exists, MLflow holds every step up to it
-        path = save_checkpoint(start.checkpoint_dir, step, state, keep=t.keep_checkpoints)
-        log.info("checkpoint %s", display_path(path))
+        state = None
+        if trainer.is_global_zero:
+            state = {
+                "fingerprint": start.fingerprint,
+                "settings": shaping_settings(start.settings),
+                "inputs": start.inputs,
+                "step": step,
+                "model": module.model.state_dict(),
+                "optimizer": trainer.optimizers[0].state_dict(),
+                "scheduler": trainer.lr_scheduler_configs[0].scheduler.state_dict(),
+                "rng": rng_states(),
+                "history": history.state(),
+                "mlflow_run_id": tracker.run_id if tracker else None,
+            }
+            if tracker:
+                tracker.flush()  # once the checkpoint exists, MLflow holds every step up to it
+        placement.persist(trainer, step, state)
 
     callbacks: list[L.Callback] = [
         StepRecorder(
             history,
             start_step=start.step,
-            tokens_per_step=windows_per_step * t.max_length,
+            max_steps=t.max_steps,
+            windows_per_step=windows_per_step,
+            max_length=t.max_length,
             accumulate=t.accumulate_grad_batches,
-            log_metrics=tracker.log_metrics,
+            log_metrics=tracker.log_metrics if tracker else None,
         ),
         PeriodicCheckpoint(t.checkpoint_every, start.step, save),
     ]
     if start.resumed:
         callbacks.append(RestoreTrainingState(start.resumed))
     trainer = L.Trainer(
-        accelerator=t.accelerator,
-        devices=1,
+        **placement.trainer_options,
         precision=t.precision,
         max_steps=t.max_steps - start.step,
         max_epochs=1,  # the sampler streams every remaining step's windows as one epoch
@@ -201,6 +273,7 @@ def _train(params: Params, root: Path, start: _Start, tracker: RunTracker) -> di
         callbacks=callbacks,
         default_root_dir=str(root / "tmp" / "lightning"),
     )
+    trainer = placement.prepare(trainer)
     if start.step < t.max_steps:
         trainer.fit(module, datamodule=data)
     final = trainer.validate(module, datamodule=data, verbose=False)[0]
@@ -209,33 +282,25 @@ def _train(params: Params, root: Path, start: _Start, tracker: RunTracker) -> di
         "train_loss": history.train[-1]["train_loss"] if history.train else math.nan,
         "val_loss": val_loss,
         "val_perplexity": math.exp(min(val_loss, 700.0)),
-        "unigram_perplexity": unigram_perplexity(data.train_tokens, data.val_tokens, vocab.size),
+        "unigram_perplexity": unigram_perplexity(data.train_tokens, data.val_tokens, start.vocabulary.size),
         "tokens_per_s": history.tokens_seen / history.train_seconds if history.train_seconds else math.nan,
         "steps": t.max_steps,
         "tokens_seen": history.tokens_seen,
     }
-    _write_outputs(params, root, module, start.tokenizer, history, metrics, tracker)
-    return metrics
+    return Outcome(module, history, metrics)
 
 
-def _write_outputs(
-    params: Params,
-    root: Path,
-    module: CausalLM,
-    tokenizer: Any,
-    history: History,
-    metrics: dict[str, float],
-    tracker: RunTracker,
-) -> None:
+def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, tracker: RunTracker) -> None:
     """The model folder, metrics.json, plots and the text sample, each mirrored to MLflow."""
+    metrics = outcome.metrics
     model_dir = resolve_path(params.paths.model_dir, root)
-    model = module.model.cpu()
+    model = outcome.module.model.cpu()
     with atomic_directory(model_dir) as staging:
         model.save_pretrained(str(staging))
         tokenizer.save_pretrained(str(staging))
     write_metrics(resolve_path(params.paths.metrics_file, root), metrics)
     plots_dir = resolve_path(params.paths.plots_dir, root)
-    write_plots(plots_dir, history)
+    write_plots(plots_dir, outcome.history)
     samples = generate_samples(
         model, tokenizer, params.train.sample_prompt, params.train.sample_tokens, params.train.seed
     )

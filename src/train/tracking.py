@@ -98,11 +98,18 @@ def git_commit(root: Path = PROJECT_ROOT) -> str | None:
 class RunTracker:
     """Logs to one MLflow run through the client API (no global active-run state)."""
 
-    def __init__(self, uri: str, experiment_name: str) -> None:
+    def __init__(self, uri: str, experiment_name: str | None, *, run_id: str | None = None) -> None:
+        """Open the store and the experiment; with ``run_id``, log into that existing run instead
+        (a Ray worker logging into the run its driver created)."""
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
         self.client = MlflowClient(tracking_uri=uri)
+        self.run_id = run_id
+        self._pending: list = []
+        self._last_flush = time.monotonic()
+        if run_id is not None:
+            return
         with _store_lock(uri):
             try:
                 experiment = self.client.get_experiment_by_name(experiment_name)
@@ -118,9 +125,6 @@ class RunTracker:
                 self.experiment_id = self.client.create_experiment(
                     experiment_name, artifact_location=location
                 )
-        self.run_id: str | None = None
-        self._pending: list = []
-        self._last_flush = time.monotonic()
 
     def start(self, run_name: str | None, tags: Mapping[str, str], params: Mapping[str, str]) -> str:
         from mlflow.entities import Param, RunTag

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from src.data.data_manager import LightningDataModule
@@ -44,6 +47,15 @@ def test_seed_snippet_downloads_tokenizes_once_and_yields_windows(
     assert batch["input_ids"].shape == (8, 32) and batch["labels"].shape == (8, 32)
     val_batches = list(dm.val_dataloader())
     assert sum(len(b["input_ids"]) for b in val_batches) == -(-len(dm.val_tokens) // 32)
+
+    # Under a trainer of two ranks, each rank reads its own half of every global batch.
+    alone = torch.cat([b["input_ids"] for b in islice(dm.train_dataloader(), 2)])  # 16 windows
+    shards = []
+    for rank in (0, 1):
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=2)
+        shards.append(torch.cat([b["input_ids"] for b in islice(dm.train_dataloader(), 1)]))
+    assert sorted(torch.cat(shards).tolist()) == sorted(alone.tolist())
+    assert not torch.equal(shards[0], shards[1])
 
 
 def test_tokens_of_another_tokenizer_are_refused(

@@ -58,3 +58,14 @@ def test_validation_windows_score_every_token_once(length: int) -> None:
         counted[scored] += 1
     assert counted.max() == 1
     assert counted.sum() == length
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_validation_shards_are_even_and_cover_every_window_once(world_size: int) -> None:
+    windows = ValidationWindows(np.arange(1000, dtype=np.uint16), 32)  # 32 windows
+    shards = [list(windows.padded(rank, world_size)) for rank in range(world_size)]
+    assert len({len(shard) for shard in shards}) == 1  # every rank runs as many forward passes
+    real = sorted(i for shard in shards for i in shard if i < len(windows))
+    assert real == list(range(len(windows)))
+    for index in (i for shard in shards for i in shard if i >= len(windows)):
+        assert (windows[index]["labels"] == IGNORE_INDEX).all()  # padding scores no token
