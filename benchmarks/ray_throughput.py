@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,18 +30,23 @@ def run(params: dict, folder: Path) -> dict:
     folder.mkdir(parents=True)
     for key in ("model_dir", "checkpoint_dir", "metrics_file", "plots_dir"):
         params["paths"][key] = str(folder / Path(params["paths"][key]).name)
-    params["mlflow"]["tracking_uri"] = f"sqlite:///{folder / 'mlflow.db'}"
+    if params["mlflow"]["tracking_uri"] != "file":
+        params["mlflow"]["tracking_uri"] = f"sqlite:///{folder / 'mlflow.db'}"
+    else:
+        params["mlflow"]["tracking_uri"] = (folder / "mlruns").as_uri()
     params_file = folder / "params.yaml"
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, str(ROOT / "src" / "train" / "train.py"), "--params", str(params_file)],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(folder / "train.log", "w") as log:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "src" / "train" / "train.py"), "--params", str(params_file)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     wall = time.perf_counter() - started
+    if done.returncode:
+        sys.exit(f"training failed ({folder.name}):\n" + (folder / "train.log").read_text()[-4000:])
     return {**json.loads((folder / "metrics.json").read_text()), "wall_s": wall}
 
 
@@ -49,6 +55,12 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps per run")
     parser.add_argument("--cpus", type=int, default=1, help="CPUs of the Ray worker")
+    parser.add_argument("--batch-size", type=int, help="windows per step (default: params.yaml)")
+    parser.add_argument(
+        "--file-store",
+        action="store_true",
+        help="track into an MLflow file store (for machines with mlflow-skinny only)",
+    )
     args = parser.parse_args()
 
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -62,8 +74,12 @@ def main() -> None:
             "accelerator": "gpu" if gpu else "cpu",
             "precision": "bf16-mixed" if gpu else "32-true",
             "resume": "never",
+            **({"batch_size": args.batch_size} if args.batch_size else {}),
         }
     )
+    if args.file_store:
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        base["mlflow"]["tracking_uri"] = "file"
     base["ray"].update(
         {
             "num_workers": 1,

@@ -157,3 +157,42 @@ def test_a_strategy_without_its_package_is_one_clear_line(tmp_path: Path, tiny_p
     bad = variant(tiny_params_file, tmp_path / "unknown", ray={"strategy": "horovod"})
     with pytest.raises(ConfigError, match=r"ray.strategy: expected one of 'ddp', 'fsdp', 'deepspeed'"):
         load_params(bad)
+
+
+def test_a_worker_group_larger_than_the_local_cluster_is_refused() -> None:
+    from src.config import RayConfig
+    from src.train.distributed import _check_resources
+
+    _check_resources(RayConfig(num_workers=2), {"CPU": 2.0})
+    with pytest.raises(
+        ConfigError, match=r"^ray.num_workers: 4 workers x 1 CPU need 4 CPU, this machine has 2"
+    ):
+        _check_resources(RayConfig(num_workers=4), {"CPU": 2.0})
+    with pytest.raises(ConfigError, match=r"1 GPU need 1 GPU, this machine has 0"):
+        _check_resources(RayConfig(num_workers=1, use_gpu=True), {"CPU": 2.0})
+
+
+def test_ray_temp_dir_stays_in_the_project_behind_a_short_link(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60)
+    link = short_temp_dir(deep)
+    assert len(str(link)) <= 43  # Ray's socket paths must stay below 108 bytes
+    assert link.resolve() == (deep / "tmp" / "ray").resolve()
+    assert short_temp_dir(deep) == link  # the same link next time
+    link.unlink()
+
+
+def test_storage_defaults_to_the_checkpoint_dir(tiny_params) -> None:
+    import dataclasses
+
+    from src.train.distributed import storage_location
+
+    root = Path("/project")
+    assert storage_location(tiny_params, root) == str(Path(tiny_params.paths.checkpoint_dir) / "ray")
+    remote = dataclasses.replace(
+        tiny_params, ray=dataclasses.replace(tiny_params.ray, storage_path="s3://b/x")
+    )
+    assert storage_location(remote, root) == "s3://b/x"
+    local = dataclasses.replace(
+        tiny_params, ray=dataclasses.replace(tiny_params.ray, storage_path="ray_runs")
+    )
+    assert storage_location(local, root) == "/project/ray_runs"
