@@ -36,10 +36,11 @@ def start_queue(project: Path, jobs: int) -> None:
 
 
 def stop_workers(dvc, project: Path, timeout_s: float = 60) -> None:
-    """``dvc queue stop``, then wait for every worker to exit.
+    """``dvc queue stop``, wait for every worker to exit, and end any that does not.
 
-    A known DVC race between parallel workers can leave one idle instead of
-    exiting when the queue is empty (the README says so); ``stop`` ends it.
+    Known races between parallel DVC queue workers can leave one idle, or deaf
+    to ``stop`` after its monitor thread died (the README says so); the test
+    must not leave such a process behind.
     """
     dvc(project, "queue", "stop")
     deadline = time.monotonic() + timeout_s
@@ -47,6 +48,8 @@ def stop_workers(dvc, project: Path, timeout_s: float = 60) -> None:
         pid = int(pid_file.read_text().strip() or 0)
         while pid and Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.5)
+        if pid and Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
 
 
 def wait_for_queue(dvc, project: Path, timeout_s: float = 600) -> set[str]:

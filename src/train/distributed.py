@@ -36,6 +36,7 @@ from src.train.checkpoints import describe_change
 from src.train.fit import (
     Outcome,
     Placement,
+    Start,
     build_module,
     open_run,
     prepare,
@@ -117,7 +118,7 @@ def fit_on_ray(params: Params, root: Path) -> dict[str, float]:
     return run_tracked(tracker, run)
 
 
-def _resume_state(params: Params, start: Any, storage: str, name: str) -> dict[str, Any] | None:
+def _resume_state(params: Params, start: Start, storage: str, name: str) -> dict[str, Any] | None:
     """The newest Ray checkpoint of this run (what the workers will resume from), for MLflow.
 
     Runs of other settings are removed, like single-process checkpoints; with

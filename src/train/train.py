@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train the causal language model on the tokenized data (settings: params.yaml).",
-        epilog="Change settings in params.yaml or per experiment: dvc exp run -S train.lr=1e-3",
+        epilog="Change settings in params.yaml or per experiment: dvc exp run -S train.lr=1e-3 "
+        "(ray.use_ray=true trains on a Ray Train worker group).",
     )
     parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
     parser.add_argument("--log-dir", help="where app_<time>.log goes (default: logs/)")
