@@ -107,11 +107,10 @@ def fit_on_ray(params: Params, root: Path) -> dict[str, float]:
     def run() -> dict[str, float]:
         with ray_cluster(params.ray, root):
             payload = _fit_workers(params, root, storage, name, tracker)
+        weights = {key: torch.from_numpy(value) for key, value in payload["model"].items()}
         module = build_module(params, root, start)
-        module.model.load_state_dict(
-            {key: torch.from_numpy(value) for key, value in payload["model"].items()}
-        )
-        outcome = Outcome(module, History.from_state(payload["history"]), payload["metrics"])
+        module.model.load_state_dict(weights)
+        outcome = Outcome(module, History.from_state(payload["history"]), payload["metrics"], weights)
         write_outputs(params, root, outcome, start.tokenizer, tracker)
         return outcome.metrics
 
@@ -304,13 +303,12 @@ def worker_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     rank = ray.train.get_context().get_world_rank()
     tracker = RunTracker(config["tracking_uri"], None, run_id=config["run_id"]) if rank == 0 else None
     outcome = train(params, root, start, tracker, _ray_placement(params, root))
-    weights = outcome.module.model.state_dict()
     if tracker is None:
         return None
     tracker.flush()
     return {
         # Ray refuses tensors in return values; NumPy arrays travel (bfloat16 has no NumPy type).
-        "model": {key: _to_numpy(value) for key, value in weights.items()},
+        "model": {key: _to_numpy(value) for key, value in outcome.weights.items()},
         "history": outcome.history.state(),
         "metrics": outcome.metrics,
     }

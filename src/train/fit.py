@@ -88,6 +88,7 @@ class Outcome:
     module: CausalLM
     history: History
     metrics: dict[str, float]
+    weights: dict[str, Any]
 
 
 def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
@@ -223,6 +224,9 @@ def train(
     history = History.from_state(start.resumed["history"]) if start.resumed else History()
 
     def save(trainer: L.Trainer, step: int) -> None:
+        # Every rank takes part: a sharding strategy (FSDP) gathers the full states here.
+        weights = model_weights(trainer)
+        optimizer = trainer.strategy.optimizer_state(trainer.optimizers[0])
         state = None
         if trainer.is_global_zero:
             state = {
@@ -230,8 +234,8 @@ def train(
                 "settings": shaping_settings(start.settings),
                 "inputs": start.inputs,
                 "step": step,
-                "model": module.model.state_dict(),
-                "optimizer": trainer.optimizers[0].state_dict(),
+                "model": weights,
+                "optimizer": optimizer,
                 "scheduler": trainer.lr_scheduler_configs[0].scheduler.state_dict(),
                 "rng": rng_states(),
                 "history": history.state(),
@@ -288,7 +292,14 @@ def train(
         "steps": t.max_steps,
         "tokens_seen": history.tokens_seen,
     }
-    return Outcome(module, history, metrics)
+    return Outcome(module, history, metrics, model_weights(trainer))
+
+
+def model_weights(trainer: L.Trainer) -> dict[str, Any]:
+    """The causal LM's full weights, gathered by the strategy (call on every rank)."""
+    prefix = "model."
+    state = trainer.strategy.lightning_module_state_dict()
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, tracker: RunTracker) -> None:
