@@ -14,6 +14,7 @@ import os
 import random
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -116,25 +117,31 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -
     return target
 
 
+def newest_readable(paths: Iterable[Path]) -> tuple[Path, dict[str, Any]] | None:
+    """The newest of ``paths`` (oldest first) that loads; damaged files are skipped with a warning."""
+    for path in reversed(list(paths)):
+        try:
+            return path, torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:  # a file cut short by a kill: try the one before
+            log.warning("%s is unreadable (%s); trying an older checkpoint", display_path(path), error)
+    return None
+
+
 def find_resumable(
     folder: Path, settings: dict[str, str], inputs: dict[str, str]
 ) -> tuple[dict[str, Any] | None, str]:
     """The newest readable checkpoint made with these settings and inputs, and why it was (not) chosen."""
-    fingerprint = run_fingerprint(settings, inputs)
     candidates = list_checkpoints(folder)
     if not candidates:
         return None, "no checkpoint yet"
-    for path in reversed(candidates):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # a damaged file: try the one before
-            log.warning("%s is unreadable (%s); trying an older checkpoint", display_path(path), error)
-            continue
-        if state.get("fingerprint") != fingerprint:
-            change = describe_change(state, settings, inputs)
-            return None, f"starting afresh: {display_path(path)} was made with other settings ({change})"
-        return state, f"resuming from {display_path(path)} (step {state['step']})"
-    return None, "no readable checkpoint"
+    found = newest_readable(candidates)
+    if found is None:
+        return None, "no readable checkpoint"
+    path, state = found
+    if state.get("fingerprint") != run_fingerprint(settings, inputs):
+        change = describe_change(state, settings, inputs)
+        return None, f"starting afresh: {display_path(path)} was made with other settings ({change})"
+    return state, f"resuming from {display_path(path)} (step {state['step']})"
 
 
 def clear_checkpoints(folder: Path) -> None:

@@ -32,7 +32,7 @@ from src.config import Params, RayConfig, available_cores, parse_params
 from src.errors import ConfigError, PipelineError
 from src.paths import PROJECT_ROOT, display_path, resolve_path
 from src.train.callbacks import History
-from src.train.checkpoints import describe_change
+from src.train.checkpoints import describe_change, newest_readable
 from src.train.fit import (
     Outcome,
     Placement,
@@ -144,12 +144,8 @@ def _resume_state(params: Params, start: Start, storage: str, name: str) -> dict
 
 
 def _newest_state(run_dir: Path) -> dict[str, Any] | None:
-    for path in sorted(run_dir.glob(f"checkpoint_*/{STATE_FILE}"), reverse=True):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # a checkpoint cut short: Ray falls back the same way
-            log.warning("%s is unreadable (%s); trying an older one", display_path(path), error)
-    return None
+    found = newest_readable(sorted(run_dir.glob(f"checkpoint_*/{STATE_FILE}")))
+    return found[1] if found else None
 
 
 def short_temp_dir(root: Path) -> Path:

@@ -6,12 +6,10 @@ import csv
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow import MlflowClient
 
 from src.config import load_params
@@ -19,7 +17,6 @@ from src.errors import ConfigError
 from src.paths import PROJECT_ROOT
 from src.train.distributed import check_strategy, short_temp_dir
 from src.train.fit import fit
-from src.utils.download_datasets import download_all
 
 pytestmark = pytest.mark.slow
 
@@ -31,37 +28,10 @@ PER_WORKER_BATCH = 2
 WORKERS = 2
 
 
-@pytest.fixture
-def prepared(tiny_params_file: Path, tiny_params):
-    from src.data.tokenize_corpus import tokenize_from_params
-
-    download_all(tiny_params, tiny_params.paths.raw_dir().parent)
-    tokenize_from_params(tiny_params)
-    return tiny_params_file
-
-
-def variant(base: Path, folder: Path, *, ray: dict | None = None, **train: object) -> Path:
-    """A copy of ``base`` writing its outputs, checkpoints and MLflow store into ``folder``."""
-    params = yaml.safe_load(base.read_text())
-    for key in ("model_dir", "checkpoint_dir", "metrics_file", "plots_dir"):
-        params["paths"][key] = str(folder / Path(params["paths"][key]).name)
-    params["mlflow"]["tracking_uri"] = f"sqlite:///{folder / 'mlflow.db'}"
-    params["train"].update(train)
-    params["ray"].update(ray or {})
-    folder.mkdir()
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
-
-
 def curve(folder: Path, column: str = "train_loss") -> list[float]:
     name = {"train_loss": "train_loss.csv", "val_loss": "val_loss.csv"}[column]
     with open(folder / "plots" / name) as handle:
         return [float(row[column]) for row in csv.DictReader(handle)]
-
-
-def train_command(params: Path) -> list[str]:
-    return [sys.executable, str(PROJECT_ROOT / "src" / "train" / "train.py"), "--params", str(params)]
 
 
 def ray_processes(project: Path) -> list[str]:
@@ -84,11 +54,12 @@ def runs(folder: Path) -> list:
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
-def test_two_workers_match_one_process_and_leave_nothing_running(prepared: Path, tmp_path: Path) -> None:
-    single = variant(prepared, tmp_path / "single", batch_size=PER_WORKER_BATCH * WORKERS)
+def test_two_workers_match_one_process_and_leave_nothing_running(
+    prepared, params_variant, train_command, tmp_path: Path
+) -> None:
+    single = params_variant(tmp_path / "single", batch_size=PER_WORKER_BATCH * WORKERS)
     fit(load_params(single), root=tmp_path)
-    on_ray = variant(
-        prepared,
+    on_ray = params_variant(
         tmp_path / "ray",
         batch_size=PER_WORKER_BATCH,
         ray={"use_ray": True, "num_workers": WORKERS},
@@ -120,9 +91,11 @@ def test_two_workers_match_one_process_and_leave_nothing_running(prepared: Path,
     assert not list(Path.home().glob(".ray/auth_token*"))
 
 
-def test_interrupted_ray_run_resumes_from_its_ray_checkpoint(prepared: Path, tmp_path: Path) -> None:
+def test_interrupted_ray_run_resumes_from_its_ray_checkpoint(
+    prepared, params_variant, train_command, tmp_path: Path
+) -> None:
     settings = {"batch_size": PER_WORKER_BATCH, "max_steps": 200, "eval_every": 10, "checkpoint_every": 20}
-    params = variant(prepared, tmp_path / "ray", ray={"use_ray": True, "num_workers": WORKERS}, **settings)
+    params = params_variant(tmp_path / "ray", ray={"use_ray": True, "num_workers": WORKERS}, **settings)
     process = subprocess.Popen(
         train_command(params), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -139,7 +112,7 @@ def test_interrupted_ray_run_resumes_from_its_ray_checkpoint(prepared: Path, tmp
     again = subprocess.run(train_command(params), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resume: from the Ray checkpoint at step" in again.stderr
-    single = variant(prepared, tmp_path / "single", **{**settings, "batch_size": PER_WORKER_BATCH * WORKERS})
+    single = params_variant(tmp_path / "single", **{**settings, "batch_size": PER_WORKER_BATCH * WORKERS})
     fit(load_params(single), root=tmp_path)
     assert curve(tmp_path / "ray") == pytest.approx(curve(tmp_path / "single"), abs=CURVE_TOLERANCE)
     (run,) = runs(tmp_path / "ray")  # the resumed training continued the interrupted run
@@ -147,14 +120,16 @@ def test_interrupted_ray_run_resumes_from_its_ray_checkpoint(prepared: Path, tmp
     assert ray_processes(PROJECT_ROOT) == []
 
 
-def test_a_strategy_without_its_package_is_one_clear_line(tmp_path: Path, tiny_params_file: Path) -> None:
+def test_a_strategy_without_its_package_is_one_clear_line(
+    params_variant, train_command, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError, match=r"^ray.strategy: deepspeed needs the deepspeed package"):
         check_strategy("deepspeed")
-    params = variant(tiny_params_file, tmp_path / "bad", ray={"use_ray": True, "strategy": "deepspeed"})
+    params = params_variant(tmp_path / "bad", ray={"use_ray": True, "strategy": "deepspeed"})
     result = subprocess.run(train_command(params), capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ray.strategy: deepspeed needs")
-    bad = variant(tiny_params_file, tmp_path / "unknown", ray={"strategy": "horovod"})
+    bad = params_variant(tmp_path / "unknown", ray={"strategy": "horovod"})
     with pytest.raises(ConfigError, match=r"ray.strategy: expected one of 'ddp', 'fsdp', 'deepspeed'"):
         load_params(bad)
 

@@ -8,7 +8,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,19 +19,8 @@ from transformers import AutoModelForCausalLM
 from src.config import load_params
 from src.paths import PROJECT_ROOT
 from src.train.fit import fit
-from src.utils.download_datasets import download_all
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def prepared(tiny_params_file: Path, tiny_params):
-    """Tiny params with the download and tokenize outputs in place."""
-    from src.data.tokenize_corpus import tokenize_from_params
-
-    download_all(tiny_params, tiny_params.paths.raw_dir().parent)
-    tokenize_from_params(tiny_params)
-    return tiny_params
 
 
 def runs_of(params) -> list:
@@ -108,28 +96,11 @@ def test_same_params_give_the_same_losses(prepared, tmp_path: Path) -> None:
     assert curve(Path(prepared.paths.plots_dir) / "train_loss.csv", "train_loss") == first
 
 
-def write_params(tmp_path: Path, base: Path, name: str, **train: object) -> Path:
-    params = yaml.safe_load(base.read_text())
-    folder = tmp_path / name
-    for key in ("model_dir", "checkpoint_dir", "metrics_file", "plots_dir"):
-        params["paths"][key] = str(folder / Path(params["paths"][key]).name)
-    params["mlflow"]["tracking_uri"] = f"sqlite:///{folder / 'mlflow.db'}"
-    params["train"].update(train)
-    params["model"]["dropout"] = 0.1  # dropout draws random numbers: resume must restore the RNG too
-    folder.mkdir()
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
-
-
-def train_command(params: Path) -> list[str]:
-    return [sys.executable, str(PROJECT_ROOT / "src" / "train" / "train.py"), "--params", str(params)]
-
-
-def test_killed_run_resumes_exactly(prepared, tiny_params_file: Path, tmp_path: Path) -> None:
+def test_killed_run_resumes_exactly(prepared, params_variant, train_command, tmp_path: Path) -> None:
     settings = {"max_steps": 300, "eval_every": 10, "checkpoint_every": 20}
-    straight = write_params(tmp_path, tiny_params_file, "straight", **settings)
-    killed = write_params(tmp_path, tiny_params_file, "killed", **settings)
+    dropout = {"dropout": 0.1}  # dropout draws random numbers: resume must restore the RNG too
+    straight = params_variant(tmp_path / "straight", model=dropout, **settings)
+    killed = params_variant(tmp_path / "killed", model=dropout, **settings)
     logs = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
 
     subprocess.run(train_command(straight), check=True, cwd=tmp_path, timeout=600, **logs)
@@ -168,7 +139,7 @@ def test_killed_run_resumes_exactly(prepared, tiny_params_file: Path, tmp_path: 
     assert logged_steps == set(range(1, 301))  # flushed at each checkpoint, continued after the resume
 
 
-def test_train_script_help() -> None:
+def test_train_script_help(train_command) -> None:
     result = subprocess.run(
         [*train_command(PROJECT_ROOT / "params.yaml")[:2], "--help"], capture_output=True, text=True
     )
@@ -176,7 +147,7 @@ def test_train_script_help() -> None:
 
 
 def test_unreachable_tracking_server_is_one_clear_line(
-    prepared, tiny_params_file: Path, tmp_path: Path
+    prepared, tiny_params_file: Path, train_command, tmp_path: Path
 ) -> None:
     import socket
 
