@@ -52,21 +52,26 @@ def stop_workers(dvc, project: Path, timeout_s: float = 60) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def wait_for_queue(dvc, project: Path, timeout_s: float = 600) -> set[str]:
-    """Poll until no experiment is queued or running; return every MLflow-like path seen in temp copies."""
-    seen: set[str] = set()
+def wait_for_queue(dvc, project: Path, timeout_s: float = 600) -> tuple[set[str], set[str]]:
+    """Poll until no experiment is queued or running.
+
+    Returns the temporary experiment copies seen meanwhile (DVC makes them in
+    ``.dvc/tmp/exps/tmp*``) and every MLflow store or artifact folder seen inside one.
+    """
+    copies: set[str] = set()
+    stores: set[str] = set()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        exps = project / ".dvc" / "tmp" / "exps"
-        if exps.is_dir():
-            seen |= {
+        for copy in (project / ".dvc" / "tmp" / "exps").glob("tmp*"):
+            copies.add(copy.name)
+            stores |= {
                 str(path.relative_to(project))
                 for pattern in ("mlflow.db*", "mlruns")
-                for path in exps.rglob(pattern)
+                for path in copy.rglob(pattern)
             }
         status = dvc(project, "queue", "status").stdout
         if not any(word in status for word in ("Queued", "Running")):
-            return seen
+            return copies, stores
         time.sleep(3)
     raise AssertionError(f"the queue did not finish in {timeout_s} s:\n{status}")
 
@@ -90,8 +95,9 @@ def test_queued_experiments_run_in_parallel_with_one_mlflow_run_each(dvc, projec
     for lr in LEARNING_RATES:
         dvc(project_copy, "exp", "run", "--queue", "-S", f"train.lr={lr}")
     start_queue(project_copy, jobs=2)
-    in_temp_copies = wait_for_queue(dvc, project_copy)
+    copies, in_temp_copies = wait_for_queue(dvc, project_copy)
     stop_workers(dvc, project_copy)
+    assert copies, "no temporary experiment copy was seen: the check below would prove nothing"
     assert in_temp_copies == set()  # no store or artifacts were ever created in DVC's temporary copies
 
     status = dvc(project_copy, "queue", "status").stdout
