@@ -1,13 +1,13 @@
 # Two commands on a fresh machine:
 #   make repro   set up .venv (if missing or out of date) and run the pipeline (dvc repro)
-#   make test    set up .venv and run the linters and the whole test suite
+#   make test    set up .venv and run the linters and the whole test suite (make test-fast: not slow)
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup repro test lint format lock clean-venv ui
+.PHONY: setup repro test test-fast lint format lock clean-venv ui
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade "pip>=24,<27"
-	$(VENV)/bin/python -m pip install --quiet -c requirements.lock ".[dev]"
+	$(VENV)/bin/python -m pip install --quiet -c requirements.lock -e ".[dev]"
 	@touch $(STAMP)
 
 repro: setup
@@ -24,6 +24,10 @@ repro: setup
 
 test: setup lint
 	python -m pytest
+
+# The inner loop: every test not marked slow (no DVC, Ray or whole trainings).
+test-fast: setup lint
+	python -m pytest -m "not slow"
 
 lint: setup
 	ruff check .

@@ -18,6 +18,7 @@ process) and whether its ids equal the Hugging Face tokenizer's, per document.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import subprocess
@@ -28,16 +29,15 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from src.config import available_cores, load_params  # noqa: E402
-from src.data.fast_encoder import build_encoder  # noqa: E402
-from src.data.raw_export import read_manifest  # noqa: E402
-from src.data.tokenize_corpus import CHUNK_BYTES, iter_document_chunks, iter_documents, tokenize_export  # noqa: E402
-from src.data.tokenizer_setup import train_bpe  # noqa: E402
-from src.utils.files import canonical_json  # noqa: E402
+from src.config import available_cores, load_params
+from src.data.fast_encoder import build_encoder
+from src.data.manifests import ExportSplit
+from src.data.raw_export import read_manifest
+from src.data.token_files import read_token_manifest
+from src.data.tokenize_corpus import CHUNK_BYTES, iter_document_chunks, iter_documents, tokenize_export
+from src.data.tokenizer_setup import train_bpe
 
 BLOCK_SIZE = 128
 
@@ -47,13 +47,13 @@ def repeated_export(source: Path, target: Path, times: int) -> Path:
     target.mkdir(parents=True)
     manifest = read_manifest(source)
     splits = {}
-    for split, info in manifest["splits"].items():
-        data = (source / info["file"]).read_bytes()
-        with open(target / info["file"], "wb") as handle:
+    for split, info in manifest.splits.items():
+        data = (source / info.file).read_bytes()
+        with open(target / info.file, "wb") as handle:
             for _ in range(times):
                 handle.write(data)
-        splits[split] = {"file": info["file"], "rows": info["rows"] * times}
-    (target / "manifest.json").write_text(canonical_json({"dataset": manifest["dataset"], "splits": splits}))
+        splits[split] = ExportSplit(info.file, info.rows * times, sha256="")  # (not checked here)
+    (target / "manifest.json").write_text(dataclasses.replace(manifest, splits=splits).to_json())
     return target
 
 
@@ -67,7 +67,7 @@ def stage_child(export: str, tokenizer_dir: str, out: str, threads: int) -> None
         Path(export), Path(out), tokenizer, name="bench", kind="bench", threads=threads
     )
     seconds = time.perf_counter() - started
-    tokens = sum(info["tokens"] for info in manifest["splits"].values())
+    tokens = sum(info.tokens for info in manifest.splits.values())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"tokens": tokens, "seconds": seconds, "peak_rss_mb": peak_mb}))
 
@@ -130,7 +130,7 @@ def map_recipe(export: Path, tokenizer, threads: int, cache: Path) -> tuple[int,
 def ids_identical(export: Path, out: Path, tokenizer) -> bool:
     """The stage's token file equals the HF tokenizer applied document by document, EOS after each."""
     eos = tokenizer.eos_token_id
-    dtype = np.dtype(json.loads((out / "manifest.json").read_text())["dtype"]).newbyteorder("<")
+    dtype = read_token_manifest(out).token_dtype()
     for split in ("train", "validation"):
         expected = np.fromiter(
             (

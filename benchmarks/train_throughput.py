@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import lightning as L
+import torch
 
-import lightning as L  # noqa: E402
-import torch  # noqa: E402
-
-from src.config import load_params  # noqa: E402
-from src.data.token_files import read_token_manifest  # noqa: E402
-from src.models.causal_lm import CausalLM, Vocabulary, build_model  # noqa: E402
-from src.utils.environment import configure_environment  # noqa: E402
+from src.config import load_params
+from src.data.token_files import read_token_manifest
+from src.models.causal_lm import CausalLM, Vocabulary, build_model
+from src.paths import resolve_path
+from src.utils.environment import configure_environment
 
 WARMUP_STEPS = 5
 
@@ -95,21 +92,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="timed steps per path (after 5 warmup steps)")
     args = parser.parse_args()
     params = load_params()
-    configure_environment(params.paths)
+    configure_environment(model_cache=resolve_path(params.paths.model_cache))
     from transformers import AutoTokenizer
 
-    from src.data.data_manager import LightningDataModule
+    from src.data.token_data import TokenDataModule
 
     token_dir = params.paths.tokenized_dir(params.tokenize.tokenizer)
     manifest = read_token_manifest(token_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(token_dir / "tokenizer"))
-    vocab = Vocabulary(manifest["tokenizer"]["vocab_size"], manifest["tokenizer"]["eos_id"])
-    data = LightningDataModule(
-        tokenizer,
-        {params.tokenize.dataset: {}},
-        batch_size=params.train.batch_size,
-        max_length=params.train.max_length,
-        params=params,
+    vocab = Vocabulary(manifest.tokenizer.vocab_size, manifest.tokenizer.eos_id)
+    data = TokenDataModule(
+        token_dir, tokenizer, batch_size=params.train.batch_size, max_length=params.train.max_length
     )
     data.setup("fit")
     rates = {}

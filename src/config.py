@@ -114,7 +114,7 @@ class TokenizeConfig:
     """Vocabulary size of the trained BPE (special tokens included)."""
     min_frequency: int = setting(2, within="[1, 1000000]")
     """A pair must occur this often to become a BPE merge."""
-    special_tokens: list[str] = field(default_factory=lambda: ["<|endoftext|>"])
+    special_tokens: tuple[str, ...] = ("<|endoftext|>",)
     """Special tokens of the trained BPE, given the first ids in this order."""
     eos_token: str = "<|endoftext|>"
     """The token written after every document by the trained BPE (a pretrained tokenizer uses its own EOS)."""

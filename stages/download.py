@@ -1,16 +1,20 @@
-"""DVC stage ``download@<dataset>``: fetch one dataset and export it to ``<cache_dir>/raw/<dataset>``."""
+"""DVC stage ``download@<dataset>``: fetch one dataset of ``download.datasets`` and export it."""
 
-import sys
-from pathlib import Path
+import argparse
 
-# Put the project root, not stages/, first on the path: `import src` works and this
-# folder's tokenize.py cannot shadow the standard library's tokenize module.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+from src.cli import run_cli, start_process
+from src.config import load_params
+from src.data.download import LOG_PREFIX, download_all
 
-from src.utils.cli import run_cli
-from src.utils.download_datasets import main
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("dataset", help="a name from params.yaml download.datasets")
+    dataset = parser.parse_args().dataset
+    params = load_params()
+    start_process(params, params.paths.log_dir, prefix=LOG_PREFIX, numbered=True)
+    download_all(params, names=[dataset])
+
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python stages/download.py <dataset name from params.yaml download.datasets>")
-    run_cli(lambda: main(["--dataset", sys.argv[1]]))
+    run_cli(main)

@@ -1,12 +1,14 @@
 """DVC stage ``train``: train the causal LM and write the model, metrics.json and plots."""
 
-import sys
-from pathlib import Path
+from src.cli import run_stage
+from src.config import Params
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # the project root, not stages/
 
-from src.train.train import main
-from src.utils.cli import run_cli
+def train(params: Params) -> None:
+    from src.train.fit import fit  # lightning, transformers: only once the environment is set
+
+    fit(params)
+
 
 if __name__ == "__main__":
-    run_cli(lambda: main([]))
+    run_stage(train)

@@ -11,7 +11,8 @@ dm.setup("fit")     # memory-maps the token files
 ```
 
 It shares the download and tokenize code with the DVC stages, so a token folder
-made by either is used by the other.
+made by either is used by the other. (The train stage itself only reads tokens:
+see :class:`~src.data.token_data.TokenDataModule`.)
 """
 
 from __future__ import annotations
@@ -22,24 +23,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
-from torch.utils.data import DataLoader
-
 from src.config import PARAMS_FILE, DatasetSpec, Params, load_params
-from src.data.raw_export import MANIFEST as EXPORT_MANIFEST
-from src.data.raw_export import TRAIN, VALIDATION
-from src.data.token_files import check_tokenizer, open_tokens, read_token_manifest
+from src.data.download import download_dataset
+from src.data.manifests import MANIFEST as EXPORT_MANIFEST
+from src.data.token_data import TokenDataModule
 from src.data.tokenize_corpus import is_up_to_date, tokenize_export
-from src.data.tokenizer_setup import tokenizer_dir_name, tokenizer_fingerprint
-from src.data.windows import TokenWindows, ValidationWindows, WindowSampler
+from src.data.tokenizer_setup import tokenizer_dir_name
 from src.errors import ConfigError
 from src.utils.typed_config import build
 
 log = logging.getLogger(__name__)
 
 
-class LightningDataModule(L.LightningDataModule):
+class LightningDataModule(TokenDataModule):
     """Token windows for causal-LM training from one dataset of ``params.yaml`` (or given inline)."""
 
     def __init__(
@@ -65,26 +61,21 @@ class LightningDataModule(L.LightningDataModule):
             tokenizer_name: folder name under ``tokenized/`` (default: derived from the tokenizer).
             params / params_file: where paths and dataset definitions come from.
         """
-        super().__init__()
         if len(dataset_configs) != 1:
             raise ConfigError(f"dataset_configs: expected exactly one dataset, got {list(dataset_configs)}")
-        if batch_size < 1 or max_length < 2:
-            raise ConfigError(
-                f"batch_size / max_length: expected >= 1 / >= 2, got {batch_size} / {max_length}"
-            )
         self.params = params or load_params(params_file)
+        self.tokenizer_name = tokenizer_name or tokenizer_dir_name(tokenizer)
+        super().__init__(
+            self.params.paths.tokenized_dir(self.tokenizer_name),
+            tokenizer,
+            batch_size=batch_size,
+            max_length=max_length,
+            seed=seed,
+            num_workers=num_workers,
+        )
         ((self.dataset_name, overrides),) = dataset_configs.items()
         self.dataset_spec = self._dataset_spec(self.dataset_name, overrides)
-        self.tokenizer = tokenizer
-        self.tokenizer_name = tokenizer_name or tokenizer_dir_name(tokenizer)
-        self.batch_size, self.max_length = batch_size, max_length
-        self.seed, self.num_workers = seed, num_workers
         self.export_dir = self.params.paths.raw_dir() / self.dataset_name
-        self.token_dir = self.params.paths.tokenized_dir(self.tokenizer_name)
-        self.train_start = 0
-        """Training windows this rank already consumed (set when resuming)."""
-        self.train_length: int | None = None
-        """Training windows to yield (default: one epoch)."""
 
     def _dataset_spec(self, name: str, overrides: Mapping[str, Any]) -> DatasetSpec:
         known = self.params.download.datasets.get(name)
@@ -97,8 +88,6 @@ class LightningDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download (if the export is missing) and tokenize (if tokens are missing or stale), on rank 0."""
-        from src.utils.download_datasets import download_dataset
-
         if not (self.export_dir / EXPORT_MANIFEST).is_file():
             download_dataset(
                 self.dataset_name,
@@ -117,51 +106,3 @@ class LightningDataModule(L.LightningDataModule):
             kind="given to the data module",
             threads=self.params.tokenize.threads(),
         )
-
-    def setup(self, stage: str | None = None) -> None:
-        """Memory-map the token files after checking they belong to this tokenizer and are complete."""
-        manifest = read_token_manifest(self.token_dir)
-        check_tokenizer(self.token_dir, manifest, tokenizer_fingerprint(self.tokenizer))
-        self.manifest = manifest
-        self.train_tokens = open_tokens(self.token_dir, TRAIN, manifest)
-        self.val_tokens = open_tokens(self.token_dir, VALIDATION, manifest)
-
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer  # set by Lightning when it runs this module; None in a notebook
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-    def train_dataloader(self) -> DataLoader:
-        rank, world_size = self._rank()
-        sampler = WindowSampler(
-            len(self.train_tokens),
-            self.max_length,
-            self.seed,
-            start=self.train_start,
-            length=self.train_length,
-            rank=rank,
-            world_size=world_size,
-        )
-        return DataLoader(
-            TokenWindows(self.train_tokens, self.max_length),
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            drop_last=True,
-            generator=self._loader_generator(),
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        windows = ValidationWindows(self.val_tokens, self.max_length)
-        rank, world_size = self._rank()
-        return DataLoader(
-            windows,
-            batch_size=self.batch_size,
-            sampler=windows.padded(rank, world_size),  # each rank scores its share; sums are reduced
-            num_workers=self.num_workers,
-            generator=self._loader_generator(),
-        )
-
-    def _loader_generator(self) -> torch.Generator:
-        """A private generator for the loader's worker seeds: creating a loader then never
-        consumes the global RNG, which dropout uses, so a resumed run draws the same numbers."""
-        return torch.Generator().manual_seed(self.seed)

@@ -9,6 +9,7 @@ same bytes, so an unchanged download never invalidates the stages after it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -19,9 +20,11 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from src.utils.files import atomic_directory, canonical_json
+from src.data.manifests import MANIFEST, ExportManifest, ExportSplit
+from src.errors import PipelineError
+from src.paths import display_path
+from src.utils.files import atomic_directory
 
-MANIFEST = "manifest.json"
 TRAIN, VALIDATION = "train", "validation"
 _BATCH_ROWS = 10_000
 
@@ -89,8 +92,8 @@ class _SplitWriter:
         self.digest.update(line)
         self.rows += 1
 
-    def summary(self) -> dict[str, Any]:
-        return {"file": Path(self.handle.name).name, "rows": self.rows, "sha256": self.digest.hexdigest()}
+    def summary(self) -> ExportSplit:
+        return ExportSplit(Path(self.handle.name).name, self.rows, self.digest.hexdigest())
 
 
 def write_export(
@@ -98,14 +101,15 @@ def write_export(
     text_column: str,
     plans: list[SplitPlan],
     target: Path,
-    manifest: dict[str, Any],
-) -> dict[str, Any]:
+    manifest: ExportManifest,
+) -> ExportManifest:
     """Write ``<split>.jsonl`` files and ``manifest.json`` into ``target``, atomically.
 
     ``splits`` maps split names to ``datasets.Dataset`` objects (anything with
-    ``iter(batch_size)`` works). Returns the manifest that was written.
+    ``iter(batch_size)`` works); ``manifest`` describes the source (its
+    ``splits`` are filled in here). Returns the manifest that was written.
     """
-    exported: dict[str, Any] = {}
+    exported: dict[str, ExportSplit] = {}
     with atomic_directory(target) as staging:
         for plan in plans:
             names = [plan.source] if plan.validation_mask is None else [TRAIN, VALIDATION]
@@ -124,11 +128,18 @@ def write_export(
                         writers[VALIDATION if held_out else names[0]].write(line)
                     row += len(texts)
             exported.update({name: writer.summary() for name, writer in writers.items()})
-        manifest = {**manifest, "format": 'jsonl: one {"text": ...} object per document', "splits": exported}
-        (staging / MANIFEST).write_text(canonical_json(manifest), encoding="utf-8")
+        manifest = dataclasses.replace(manifest, splits=exported)
+        (staging / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
     return manifest
 
 
-def read_manifest(export_dir: Path) -> dict[str, Any]:
-    """The manifest of an export folder."""
-    return json.loads((export_dir / MANIFEST).read_text(encoding="utf-8"))
+def read_manifest(export_dir: Path) -> ExportManifest:
+    """The manifest of an export folder; a missing export says which stage makes it."""
+    path = export_dir / MANIFEST
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineError(
+            f"{display_path(export_dir)}: no export here; run `dvc repro download` first"
+        ) from None
+    return ExportManifest.from_json(text, path)

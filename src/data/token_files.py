@@ -7,16 +7,14 @@ cuts windows at load time, so the block length is a training parameter.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from src.data.manifests import MANIFEST, TokenManifest
 from src.errors import PipelineError
 from src.paths import display_path
 
-MANIFEST = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
 UINT16_MAX_VOCAB = 65_535
 
@@ -26,24 +24,18 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= UINT16_MAX_VOCAB else np.dtype("<u4")
 
 
-def token_dtype_of(manifest: dict[str, Any]) -> np.dtype:
-    """The on-disk dtype a manifest names (always little-endian)."""
-    return np.dtype(manifest["dtype"]).newbyteorder("<")
-
-
-def read_token_manifest(token_dir: Path) -> dict[str, Any]:
+def read_token_manifest(token_dir: Path) -> TokenManifest:
     path = token_dir / MANIFEST
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PipelineError(f"{display_path(path)}: not found; run `dvc repro tokenize` first") from None
-    except ValueError:
-        raise PipelineError(f"{display_path(path)}: not valid JSON; re-run `dvc repro tokenize`") from None
+    return TokenManifest.from_json(text, path)
 
 
-def check_tokenizer(token_dir: Path, manifest: dict[str, Any], fingerprint: str) -> None:
+def check_tokenizer(token_dir: Path, manifest: TokenManifest, fingerprint: str) -> None:
     """Refuse tokens made by another tokenizer: the ids would mean different text."""
-    made_by = manifest["tokenizer"]["sha256"]
+    made_by = manifest.tokenizer.sha256
     if made_by != fingerprint:
         raise PipelineError(
             f"{display_path(token_dir / MANIFEST)}: tokens were made by tokenizer {made_by[:12]}, not by the "
@@ -51,19 +43,28 @@ def check_tokenizer(token_dir: Path, manifest: dict[str, Any], fingerprint: str)
         )
 
 
-def open_tokens(token_dir: Path, split: str, manifest: dict[str, Any]) -> np.memmap:
+def has_complete_files(token_dir: Path, manifest: TokenManifest) -> bool:
+    """Every split's token file is there with the size the manifest says."""
+    itemsize = manifest.token_dtype().itemsize
+    return all(
+        (token_dir / info.file).is_file() and (token_dir / info.file).stat().st_size == info.tokens * itemsize
+        for info in manifest.splits.values()
+    )
+
+
+def open_tokens(token_dir: Path, split: str, manifest: TokenManifest) -> np.memmap:
     """Memory-map one split's token file after checking it is complete.
 
     Memory-mapping keeps RSS flat whatever the corpus size: pages are read on demand.
     """
-    info = manifest["splits"].get(split)
+    info = manifest.splits.get(split)
     if info is None:
         raise PipelineError(
-            f"{display_path(token_dir / MANIFEST)}: no split {split!r}; it has {list(manifest['splits'])}"
+            f"{display_path(token_dir / MANIFEST)}: no split {split!r}; it has {list(manifest.splits)}"
         )
-    path = token_dir / info["file"]
-    dtype = token_dtype_of(manifest)
-    expected = info["tokens"] * dtype.itemsize
+    path = token_dir / info.file
+    dtype = manifest.token_dtype()
+    expected = info.tokens * dtype.itemsize
     try:
         size = path.stat().st_size
     except FileNotFoundError:

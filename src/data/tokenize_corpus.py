@@ -22,13 +22,13 @@ import numpy as np
 
 from src.config import BPE, Params
 from src.data.fast_encoder import DocumentEncoder, build_encoder
-from src.data.raw_export import MANIFEST as EXPORT_MANIFEST
+from src.data.manifests import MANIFEST, TokenizerInfo, TokenManifest, TokenSource, TokenSplit
 from src.data.raw_export import VALIDATION, parse_document_lines, read_manifest
-from src.data.token_files import MANIFEST, TOKENIZER_DIR, read_token_manifest, token_dtype, token_dtype_of
+from src.data.token_files import TOKENIZER_DIR, has_complete_files, read_token_manifest, token_dtype
 from src.data.tokenizer_setup import eos_id, load_pretrained, tokenizer_fingerprint, train_bpe
 from src.errors import PipelineError
 from src.paths import display_path, resolve_path
-from src.utils.files import atomic_directory, canonical_json, sha256_file
+from src.utils.files import atomic_directory, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ def encode_split(
     threads: int,
     documents: int | None = None,
     chunk_bytes: int = CHUNK_BYTES,
-) -> dict[str, Any]:
-    """Write the ids of every document in ``jsonl`` to ``out``; return tokens, documents, sha256."""
+) -> TokenSplit:
+    """Write the ids of every document in ``jsonl`` to ``out``; return its entry in the manifest."""
     from tqdm.auto import tqdm
 
     digest, tokens, docs = hashlib.sha256(), 0, 0
@@ -103,7 +103,7 @@ def encode_split(
                 write_oldest()
         while pending:
             write_oldest()
-    return {"file": out.name, "tokens": tokens, "documents": docs, "sha256": digest.hexdigest()}
+    return TokenSplit(out.name, tokens, docs, digest.hexdigest())
 
 
 def export_hashes(export_dir: Path) -> dict[str, str]:
@@ -115,17 +115,15 @@ def is_up_to_date(token_dir: Path, tokenizer: Any, export_dir: Path) -> bool:
     """True when ``token_dir`` already holds this export tokenized by this tokenizer, intact."""
     if not (token_dir / MANIFEST).is_file():
         return False
-    manifest = read_token_manifest(token_dir)
-    if manifest.get("tokenizer", {}).get("sha256") != tokenizer_fingerprint(tokenizer):
+    try:
+        manifest = read_token_manifest(token_dir)
+    except PipelineError:  # damaged or of another format: make it again
         return False
-    if manifest.get("source", {}).get("files") != export_hashes(export_dir):
+    if manifest.tokenizer.sha256 != tokenizer_fingerprint(tokenizer):
         return False
-    itemsize = token_dtype_of(manifest).itemsize
-    return all(
-        (token_dir / info["file"]).is_file()
-        and (token_dir / info["file"]).stat().st_size == info["tokens"] * itemsize
-        for info in manifest["splits"].values()
-    )
+    if manifest.source.files != export_hashes(export_dir):
+        return False
+    return has_complete_files(token_dir, manifest)
 
 
 def tokenize_export(
@@ -139,18 +137,16 @@ def tokenize_export(
     eos_token: str | None = None,
     settings: dict[str, Any] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
-) -> dict[str, Any]:
+) -> TokenManifest:
     """Tokenize every split of ``export_dir`` into ``token_dir`` (written atomically); return the manifest."""
-    if not (export_dir / EXPORT_MANIFEST).is_file():
-        raise PipelineError(f"{display_path(export_dir)}: no export here; run `dvc repro download` first")
     export = read_manifest(export_dir)
     eos = eos_id(tokenizer, eos_token)
     eos_text = tokenizer.convert_ids_to_tokens(eos)
     vocab_size = len(tokenizer)
     dtype = token_dtype(vocab_size)
-    splits = export["splits"]
+    splits = export.splits
     probe_split = VALIDATION if VALIDATION in splits else next(iter(splits))
-    probe = list(islice(iter_documents(export_dir / splits[probe_split]["file"]), _PROBE_DOCUMENTS))
+    probe = list(islice(iter_documents(export_dir / splits[probe_split].file), _PROBE_DOCUMENTS))
     encoder = build_encoder(tokenizer, eos_text, probe)
     log.info(
         "tokenizing %s with %s (%d threads, %s)", display_path(export_dir), encoder.name, threads, dtype.name
@@ -159,35 +155,34 @@ def tokenize_export(
         tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
         written = {
             split: encode_split(
-                export_dir / info["file"],
+                export_dir / info.file,
                 staging / f"{split}.bin",
                 encoder,
                 dtype,
                 threads=threads,
-                documents=info["rows"],
+                documents=info.rows,
                 chunk_bytes=chunk_bytes,
             )
             for split, info in splits.items()
         }
-        manifest = {
-            "tokenizer": {
-                "name": name,
-                "kind": kind,
-                "sha256": tokenizer_fingerprint(tokenizer),
-                "vocab_size": vocab_size,
-                "eos_token": eos_text,
-                "eos_id": eos,
-                "files": TOKENIZER_DIR,
-                "settings": settings or {},
-            },
-            "dtype": dtype.name,
-            "layout": "each document's ids followed by the EOS id",
-            "splits": written,
-            "source": {"dataset": export["dataset"], "files": export_hashes(export_dir)},
-        }
-        (staging / MANIFEST).write_text(canonical_json(manifest), encoding="utf-8")
+        manifest = TokenManifest(
+            tokenizer=TokenizerInfo(
+                name=name,
+                kind=kind,
+                sha256=tokenizer_fingerprint(tokenizer),
+                vocab_size=vocab_size,
+                eos_token=eos_text,
+                eos_id=eos,
+                files=TOKENIZER_DIR,
+                settings=settings or {},
+            ),
+            dtype=dtype.name,
+            splits=written,
+            source=TokenSource(export.dataset, export_hashes(export_dir)),
+        )
+        (staging / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
     for split, info in written.items():
-        log.info("%s: %s tokens in %s documents", split, f"{info['tokens']:,}", f"{info['documents']:,}")
+        log.info("%s: %s tokens in %s documents", split, f"{info.tokens:,}", f"{info.documents:,}")
     return manifest
 
 
@@ -196,12 +191,11 @@ def tokenize_from_params(params: Params) -> Path:
     config = params.tokenize
     export_dir = params.paths.raw_dir() / config.dataset
     token_dir = params.paths.tokenized_dir(config.tokenizer)
-    if not (export_dir / EXPORT_MANIFEST).is_file():
-        raise PipelineError(f"{display_path(export_dir)}: no export here; run `dvc repro download` first")
+    export = read_manifest(export_dir)
     if config.tokenizer == BPE:
-        train = read_manifest(export_dir)["splits"]["train"]
-        log.info("training a byte-level BPE (vocabulary %d) on %s", config.vocab_size, train["file"])
-        tokenizer = train_bpe(iter_documents(export_dir / train["file"]), config, train["rows"])
+        train = export.splits["train"]
+        log.info("training a byte-level BPE (vocabulary %d) on %s", config.vocab_size, train.file)
+        tokenizer = train_bpe(iter_documents(export_dir / train.file), config, train.rows)
         kind, eos_token = "byte-level BPE trained on the train split", config.eos_token
         settings = {
             "vocab_size": config.vocab_size,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,9 @@ import torch
 from torch import nn
 
 from src.config import ModelConfig, TrainConfig
+from src.data.windows import IGNORE_INDEX
 from src.errors import ConfigError
+from src.models.metrics import MAX_LOSS_FOR_PERPLEXITY
 from src.models.optim import build_optimizer
 from src.utils.hub import from_folder_or_hub
 
@@ -86,7 +87,9 @@ class CausalLM(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         labels = batch["labels"]
         loss = self(batch["input_ids"], labels).loss
-        scored = (labels[:, 1:] != -100).sum()  # the model shifts labels: the first position has no target
+        scored = (
+            labels[:, 1:] != IGNORE_INDEX
+        ).sum()  # the model shifts labels: the first position has no target
         # A batch of padding windows (see ValidationWindows.padded) scores nothing; its mean loss is NaN.
         self._val_sum += torch.where(scored > 0, loss.detach() * scored, 0.0)
         self._val_count += scored
@@ -100,7 +103,7 @@ class CausalLM(L.LightningModule):
         count = self.trainer.strategy.reduce(self._val_count.to(torch.float64), reduce_op="sum")
         val_loss = (total / count.clamp(min=1)).float()
         self.log("val_loss", val_loss, prog_bar=True, sync_dist=False)
-        self.log("val_perplexity", torch.exp(val_loss), sync_dist=False)
+        self.log("val_perplexity", torch.exp(val_loss.clamp(max=MAX_LOSS_FOR_PERPLEXITY)), sync_dist=False)
 
     def configure_optimizers(self) -> Any:
         t = self.train_config
@@ -114,8 +117,3 @@ class CausalLM(L.LightningModule):
             min_lr_ratio=t.min_lr_ratio,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-
-def perplexity(loss: float) -> float:
-    """exp(loss), capped so a diverged run reports inf rather than overflowing."""
-    return math.exp(loss) if loss < 700 else math.inf

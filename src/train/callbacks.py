@@ -10,46 +10,15 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
 
-from src.train.checkpoints import restore_rng_states
+from src.models.metrics import perplexity
+from src.train.checkpoints import CheckpointState, restore_rng_states
+from src.train.history import History, tracked_train_metrics
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class History:
-    """What the plots and metrics are made of; carried in checkpoints across a resume."""
-
-    train: list[dict[str, float]] = field(default_factory=list)  # step, train_loss, lr, tokens_per_s
-    val: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> val_loss, val_perplexity
-    tokens_seen: int = 0
-    train_seconds: float = 0.0
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "train": self.train,
-            "val": self.val,
-            "tokens_seen": self.tokens_seen,
-            "seconds": self.train_seconds,
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> History:
-        return cls(state["train"], dict(state["val"]), state["tokens_seen"], state["seconds"])
-
-    def tracked(self) -> list[tuple[dict[str, float], int]]:
-        """Every recorded step as (MLflow metrics, step): a new run that continues a checkpoint logs these."""
-        rows = [(tracked_train_metrics(row), int(row["step"])) for row in self.train]
-        return rows + [(dict(result), step) for step, result in sorted(self.val.items())]
-
-
-def tracked_train_metrics(row: dict[str, float]) -> dict[str, float]:
-    """The MLflow metrics of one optimizer step (``tokens_per_s`` is the run's average in MLflow)."""
-    return {"train_loss": row["train_loss"], "lr": row["lr"], "step_tokens_per_s": row["tokens_per_s"]}
 
 
 class StepRecorder(L.Callback):
@@ -116,7 +85,7 @@ class StepRecorder(L.Callback):
         if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
             return
         val_loss = float(trainer.callback_metrics["val_loss"])
-        result = {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 700.0))}
+        result = {"val_loss": val_loss, "val_perplexity": perplexity(val_loss)}
         step = self.step(trainer)
         self.history.val[step] = result
         if trainer.is_global_zero:
@@ -154,10 +123,10 @@ class PeriodicCheckpoint(L.Callback):
 class RestoreTrainingState(L.Callback):
     """On resume, puts optimizer, scheduler and RNG states back once Lightning has built them."""
 
-    def __init__(self, state: dict[str, Any]) -> None:
+    def __init__(self, state: CheckpointState) -> None:
         self.state = state
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        trainer.optimizers[0].load_state_dict(self.state["optimizer"])
-        trainer.lr_scheduler_configs[0].scheduler.load_state_dict(self.state["scheduler"])
-        restore_rng_states(self.state["rng"])
+        trainer.optimizers[0].load_state_dict(self.state.optimizer)
+        trainer.lr_scheduler_configs[0].scheduler.load_state_dict(self.state.scheduler)
+        restore_rng_states(self.state.rng)

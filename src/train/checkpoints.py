@@ -1,20 +1,20 @@
 """Training checkpoints: written atomically, the newest K kept, resumed only with the same params.
 
-A checkpoint holds everything that decides the rest of the run: weights,
-optimizer and scheduler state, RNG states, the step (which fixes the data
-position), the loss history and the MLflow run id.
+A checkpoint holds everything that decides the rest of the run
+(:class:`CheckpointState`): weights, optimizer and scheduler state, RNG states,
+the step (which fixes the data position), the loss history and the MLflow run id.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-import os
 import random
 import re
-import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,15 @@ import numpy as np
 import torch
 
 from src.paths import display_path
+from src.train.history import History
+from src.utils.files import atomic_file
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d+)\.ckpt$")
+
+#: Bumped whenever the fields below change: a checkpoint of another version is not resumed.
+CHECKPOINT_VERSION = 2
 
 #: Settings that change how a run is operated, never its numbers: a checkpoint stays valid across them.
 OPERATIONAL_KEYS = {
@@ -39,16 +44,50 @@ OPERATIONAL_KEYS = {
 }
 
 
+@dataclass(frozen=True)
+class CheckpointState:
+    """Everything a run needs to continue exactly where it stopped."""
+
+    fingerprint: str
+    """:func:`run_fingerprint` of the run that wrote it: only the same fingerprint resumes."""
+    settings: dict[str, str]
+    """The flattened shaping settings, to say what changed when a checkpoint is not resumed."""
+    inputs: dict[str, str]
+    """Hashes of the tokenized data and of the training code."""
+    step: int
+    """Optimizer steps done; it also fixes the position in the window order."""
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: dict[str, Any]
+    history: History
+    mlflow_run_id: str | None
+    version: int = CHECKPOINT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``torch.save`` (the history as its state dict)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["history"] = self.history.state()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CheckpointState:
+        version = data.get("version") if isinstance(data, dict) else None
+        if version != CHECKPOINT_VERSION:
+            raise ValueError(f"checkpoint format {version!r}, this version reads {CHECKPOINT_VERSION}")
+        return cls(**{**data, "history": History.from_state(data["history"])})
+
+
 def shaping_settings(settings: dict[str, str]) -> dict[str, str]:
     """The flattened settings that decide a run's numbers (all but the operational ones)."""
     return {k: v for k, v in settings.items() if k not in OPERATIONAL_KEYS}
 
 
-def code_fingerprint(folder: Path) -> str:
-    """Hash of every Python file under ``folder``: a checkpoint of other code is not resumed."""
+def code_fingerprint(files: Iterable[str], root: Path) -> str:
+    """Hash of the given files (relative to ``root``): a checkpoint of other code is not resumed."""
     digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*.py")):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + (root / name).read_bytes())
     return digest.hexdigest()
 
 
@@ -58,18 +97,15 @@ def run_fingerprint(settings: dict[str, str], inputs: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def describe_change(state: dict[str, Any], settings: dict[str, str], inputs: dict[str, str]) -> str:
+def describe_change(state: CheckpointState, settings: dict[str, str], inputs: dict[str, str]) -> str:
     """What differs between the run that wrote a checkpoint and this one, for the log."""
-    if "settings" not in state:
-        return "it predates recorded settings"
-    before, now = state.get("settings", {}), shaping_settings(settings)
+    before, now = state.settings, shaping_settings(settings)
     changes = [
         f"{k}: {before.get(k, '-')} -> {now.get(k, '-')}"
         for k in sorted(before.keys() | now.keys())
         if before.get(k) != now.get(k)
     ]
-    old_inputs = state.get("inputs", {})
-    changes += [f"the {name}" for name in sorted(inputs) if old_inputs.get(name) != inputs[name]]
+    changes += [f"the {name}" for name in sorted(inputs) if state.inputs.get(name) != inputs[name]]
     return ", ".join(changes[:5]) + (f" and {len(changes) - 5} more" if len(changes) > 5 else "") or "unknown"
 
 
@@ -100,36 +136,38 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` as ``step-<n>.ckpt`` via a temporary file, then drop all but the newest ``keep``."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_state(path: Path, state: CheckpointState) -> None:
+    """``torch.save`` the state to ``path`` atomically (a killed run never leaves half a checkpoint)."""
+    with atomic_file(path) as handle:
+        torch.save(state.to_dict(), handle)
+
+
+def read_state(path: Path) -> CheckpointState:
+    return CheckpointState.from_dict(torch.load(path, map_location="cpu", weights_only=False))
+
+
+def save_checkpoint(folder: Path, step: int, state: CheckpointState, keep: int) -> Path:
+    """Write ``state`` as ``step-<n>.ckpt``, then drop all but the newest ``keep``."""
     target = checkpoint_path(folder, step)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_state(target, state)
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink()
     return target
 
 
-def newest_readable(paths: Iterable[Path]) -> tuple[Path, dict[str, Any]] | None:
+def newest_readable(paths: Iterable[Path]) -> tuple[Path, CheckpointState] | None:
     """The newest of ``paths`` (oldest first) that loads; damaged files are skipped with a warning."""
     for path in reversed(list(paths)):
         try:
-            return path, torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # a file cut short by a kill: try the one before
+            return path, read_state(path)
+        except Exception as error:  # a file cut short by a kill, or of another version: try the one before
             log.warning("%s is unreadable (%s); trying an older checkpoint", display_path(path), error)
     return None
 
 
 def find_resumable(
     folder: Path, settings: dict[str, str], inputs: dict[str, str]
-) -> tuple[dict[str, Any] | None, str]:
+) -> tuple[CheckpointState | None, str]:
     """The newest readable checkpoint made with these settings and inputs, and why it was (not) chosen."""
     candidates = list_checkpoints(folder)
     if not candidates:
@@ -138,10 +176,10 @@ def find_resumable(
     if found is None:
         return None, "no readable checkpoint"
     path, state = found
-    if state.get("fingerprint") != run_fingerprint(settings, inputs):
+    if state.fingerprint != run_fingerprint(settings, inputs):
         change = describe_change(state, settings, inputs)
         return None, f"starting afresh: {display_path(path)} was made with other settings ({change})"
-    return state, f"resuming from {display_path(path)} (step {state['step']})"
+    return state, f"resuming from {display_path(path)} (step {state.step})"
 
 
 def clear_checkpoints(folder: Path) -> None:

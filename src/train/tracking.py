@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from src.config import MlflowConfig
+from src.data.manifests import MANIFEST, TokenManifest
 from src.errors import PipelineError
 from src.paths import PROJECT_ROOT, display_path, workspace_root
 
@@ -187,19 +188,23 @@ class RunTracker:
 EXP_NAME_TAG = "dvc.exp_name"
 
 
-def experiment_name() -> str | None:
-    """The DVC experiment being run (``dvc exp run`` sets ``DVC_EXP_NAME``), or None."""
+def dvc_experiment_name() -> str | None:
+    """The DVC experiment being run (``dvc exp run`` sets ``DVC_EXP_NAME``), or None.
+
+    Not to be confused with ``mlflow.experiment_name``, the MLflow experiment that
+    holds the runs: each DVC experiment is one run in it, named after the DVC experiment.
+    """
     return os.environ.get("DVC_EXP_NAME") or None
 
 
 def run_tags(
-    token_manifest: Mapping[str, Any], token_manifest_sha256: str, token_dir: Path, root: Path = PROJECT_ROOT
+    token_manifest: TokenManifest, token_manifest_sha256: str, token_dir: Path, root: Path = PROJECT_ROOT
 ) -> dict[str, str]:
     """Tags that tie a run to its code, its DVC experiment and the exact data it trained on."""
     tags = {"data.tokens.manifest_sha256": token_manifest_sha256}
-    for split, entry in token_manifest.get("splits", {}).items():
-        tags[f"data.tokens.{split}_sha256"] = entry["sha256"]
-    source_manifest = token_manifest.get("source", {}).get("files", {}).get("manifest.json")
+    for split, entry in token_manifest.splits.items():
+        tags[f"data.tokens.{split}_sha256"] = entry.sha256
+    source_manifest = token_manifest.source.files.get(MANIFEST)
     if source_manifest:
         tags["data.export.manifest_sha256"] = source_manifest
     dvc_md5 = locked_out_md5(token_dir, root)
@@ -208,8 +213,8 @@ def run_tags(
     commit = git_commit(root)
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    if experiment_name():
-        tags[EXP_NAME_TAG] = experiment_name()
+    if dvc_experiment_name():
+        tags[EXP_NAME_TAG] = dvc_experiment_name()
     baseline = os.environ.get("DVC_EXP_BASELINE_REV")
     if baseline:
         tags["dvc.baseline_rev"] = baseline

@@ -1,4 +1,8 @@
-"""Shared helpers: logging setup, atomic file writes, the command-line wrapper."""
+"""Leaf helpers that know nothing of the pipeline: files, logging, the Hub probe, typed config.
+
+``setup_logging`` is exported here because the workflow guide names it ``utils.setup_logging``.
+(``download_datasets.py`` beside them is the seed's command-line script, an entry point.)
+"""
 
 from src.utils.logging_setup import setup_logging
 

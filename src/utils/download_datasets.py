@@ -1,189 +1,29 @@
-"""Fetch, cache and export the raw datasets listed in ``DATASETS_TO_DOWNLOAD``.
+"""Fetch, cache and export the raw datasets listed in ``DATASETS_TO_DOWNLOAD`` (``download.datasets``).
 
-Run from the project root (``python src/utils/download_datasets.py --cache-dir
-data/raw_cache``) or through the DVC ``download`` stage. Caching follows
-``datasets.load_dataset`` exactly: the Hugging Face cache lives under
-``<cache_dir>/raw`` (prepared Arrow files in ``<builder>/<config>/<fingerprint>/``,
-remote sources in ``downloads/``) and is reused when valid; ``--force-redownload``
-fetches and rebuilds everything. Each dataset is then exported to
-``<cache_dir>/raw/<dataset>/`` (see :mod:`src.data.raw_export`), the stage's output.
+The seed's command-line script, run from the project root::
+
+    python src/utils/download_datasets.py --cache-dir data/raw_cache
+
+The Hugging Face cache lives under ``<cache-dir>/raw`` and is reused when valid
+(``--force-redownload`` rebuilds it); each dataset is exported to
+``<cache-dir>/raw/<dataset>/``. The logic is :mod:`src.data.download`; this
+script only reads its arguments.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make ``src`` importable from the project root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from src.config import PARAMS_FILE, DatasetSpec, Params, load_params
-from src.data.download_cache import drop_corrupted_downloads, record_downloads
-from src.data.raw_export import plan_splits, write_export
-from src.data.sources import ResolvedSource, hub_unreachable_error, packaged_builders, resolve_source
-from src.errors import ConfigError, PipelineError
-from src.paths import display_path, resolve_path
-from src.utils.cli import run_cli
-from src.utils.environment import configure_environment
-from src.utils.files import sha256_file
-from src.utils.hub import hub_is_reachable, use_offline_hub
-from src.utils.logging_setup import setup_logging
-
-log = logging.getLogger(__name__)
-
-LOG_PREFIX = "download_datasets"
-
-
-def __getattr__(name: str) -> Any:
-    """``DATASETS_TO_DOWNLOAD`` is read from ``params.yaml`` on access, so there is one list."""
-    if name == "DATASETS_TO_DOWNLOAD":
-        return tuple(load_params().download.datasets)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def download_dataset(
-    name: str,
-    spec: DatasetSpec,
-    cache_dir: Path,
-    *,
-    force_redownload: bool = False,
-    hub_timeout_s: float = 3.0,
-) -> Path:
-    """Load ``spec`` through the Hugging Face cache under ``cache_dir/raw`` and export it.
-
-    Returns the export folder ``cache_dir/raw/<name>``.
-    """
-    from datasets import DownloadMode
-
-    key = f"download.datasets.{name}"
-    raw = cache_dir / "raw"
-    if name == "downloads" or name in packaged_builders() or "___" in name:
-        raise ConfigError(
-            f"{key}: the name clashes with a Hugging Face cache folder under {raw}; rename the dataset"
-        )
-    source = resolve_source(key, spec)
-    corrupted = drop_corrupted_downloads(raw / "downloads", source.urls)
-    force = force_redownload or bool(corrupted)
-    mode = DownloadMode.FORCE_REDOWNLOAD if force else DownloadMode.REUSE_DATASET_IF_EXISTS
-    offline = source.kind == "hub" and not hub_is_reachable(hub_timeout_s)
-    if offline:
-        log.warning("%s: the Hub is unreachable; looking for %r in the cache only", key, spec.path)
-        use_offline_hub()
-    log.info("%s: loading %r (%s)", key, spec.path, mode.value)
-    dataset = _load(key, spec, source, raw, mode, offline)
-    _check_text_column(key, spec.text_column, dataset)
-    hashes = {entry: sha256_file(path) for entry, path in source.local_files.items()}
-    hashes.update(record_downloads(raw / "downloads", source.urls))
-    row_counts = {split: len(ds) for split, ds in sorted(dataset.items())}
-    plans = plan_splits(row_counts, spec.validation_fraction, spec.split_seed)
-    manifest = {
-        "dataset": name,
-        "source": {
-            "path": spec.path,
-            "name": spec.name,
-            "data_files": spec.data_files,
-            "revision": spec.revision,
-            "text_column": spec.text_column,
-            "sha256": hashes,
-            "rows": row_counts,
-        },
-        "validation_split": (
-            {"fraction": spec.validation_fraction, "seed": spec.split_seed}
-            if any(p.validation_mask is not None for p in plans)
-            else "from source"
-        ),
-    }
-    target = raw / name
-    written = write_export(dataset, spec.text_column, plans, target, manifest)
-    rows = ", ".join(f"{split} {info['rows']}" for split, info in written["splits"].items())
-    log.info("%s: exported %s (%s documents)", key, display_path(target), rows)
-    return target
-
-
-def _load(key: str, spec: DatasetSpec, source: ResolvedSource, raw: Path, mode: Any, offline: bool) -> Any:
-    """``load_dataset`` through the cache, every failure turned into one line naming the dataset."""
-    from datasets import DatasetDict
-    from datasets.exceptions import DatasetGenerationError
-
-    try:
-        dataset = _load_or_rebuild(key, source, raw, mode, retry=not offline)
-    except ConnectionError as error:
-        if offline:
-            raise hub_unreachable_error(key, spec) from None
-        raise PipelineError(f"{key}: could not fetch {spec.path!r}: {_first_line(error)}") from None
-    except (DatasetGenerationError, ValueError, OSError) as error:
-        cause = error.__cause__ or error
-        raise PipelineError(
-            f"{key}: could not load {spec.path!r}: {_first_line(cause)}; check the source files and settings"
-        ) from None
-    if not isinstance(dataset, DatasetDict):
-        raise ConfigError(f"{key}: expected a dataset with named splits, got {type(dataset).__name__}")
-    return dataset
-
-
-def _load_or_rebuild(key: str, source: ResolvedSource, raw: Path, mode: Any, *, retry: bool) -> Any:
-    """Load as ``mode`` says; if the prepared Arrow cache cannot be read, rebuild it once from the sources."""
-    from datasets import DownloadMode, load_dataset
-
-    try:
-        return load_dataset(**source.load_args, cache_dir=str(raw), download_mode=mode)
-    except ConnectionError:
-        raise
-    except (OSError, ValueError) as error:
-        if not retry or mode == DownloadMode.FORCE_REDOWNLOAD:
-            raise
-        log.warning("%s: the cached copy could not be read (%s); rebuilding it", key, _first_line(error))
-    return load_dataset(**source.load_args, cache_dir=str(raw), download_mode=DownloadMode.FORCE_REDOWNLOAD)
-
-
-def _check_text_column(key: str, column: str, dataset: Mapping[str, Any]) -> None:
-    for split, ds in dataset.items():
-        if column not in ds.column_names:
-            raise ConfigError(
-                f"{key}.text_column: split {split!r} has no column {column!r}; "
-                f"choose one of: {', '.join(ds.column_names)}"
-            )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
-
-
-def download_all(
-    params: Params,
-    cache_dir: Path,
-    *,
-    names: Iterable[str] | None = None,
-    force_redownload: bool = False,
-) -> dict[str, Path]:
-    """Download and export each named dataset (default: all of ``DATASETS_TO_DOWNLOAD``)."""
-    datasets = params.download.datasets
-    chosen = list(names) if names else list(datasets)
-    for name in chosen:
-        if name not in datasets:
-            raise ConfigError(
-                f"download.datasets.{name}: no such dataset; choose one of: {', '.join(datasets)}"
-            )
-    return {
-        name: download_dataset(
-            name,
-            datasets[name],
-            cache_dir,
-            force_redownload=force_redownload,
-            hub_timeout_s=params.download.hub_timeout_s,
-        )
-        for name in chosen
-    }
+from src.cli import run_cli, start_process
+from src.config import PARAMS_FILE, load_params
+from src.data.download import LOG_PREFIX, download_all
+from src.paths import resolve_path
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0].replace("``", ""),
+        description="Fetch, cache and export the raw datasets of params.yaml download.datasets.",
         epilog="Datasets and defaults come from params.yaml (download.datasets, paths.*).",
     )
     parser.add_argument(
@@ -210,10 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     args = build_parser().parse_args(argv)
     params = load_params(args.params)
-    configure_environment(params.paths)
-    log_file = setup_logging(args.log_dir or params.paths.log_dir, prefix=LOG_PREFIX, numbered=True)
-    log.info("logging to %s", display_path(log_file))
-    cache_dir = resolve_path(args.cache_dir or params.paths.cache_dir)
+    start_process(params, args.log_dir or params.paths.log_dir, prefix=LOG_PREFIX, numbered=True)
+    cache_dir = resolve_path(args.cache_dir) if args.cache_dir else None
     return download_all(params, cache_dir, names=args.datasets, force_redownload=args.force_redownload)
 
 

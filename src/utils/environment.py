@@ -1,8 +1,8 @@
 """Keep every file the pipeline writes inside the project, and keep it quiet.
 
 Libraries read these variables when first imported, so entry points call
-:func:`configure_environment` before importing ``datasets`` or
-``transformers``. Values the user already set win.
+:func:`configure_environment` (through :func:`src.cli.start_process`) before
+importing ``datasets`` or ``transformers``. Values the user already set win.
 """
 
 from __future__ import annotations
@@ -10,15 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from src.config import PathsConfig
-from src.paths import PROJECT_ROOT, resolve_path, workspace_root
+from src.paths import PROJECT_ROOT
 
 
-def configure_environment(paths: PathsConfig, root: Path = PROJECT_ROOT) -> None:
-    """Point Hugging Face's caches at ``paths.model_cache`` (in the user's checkout, see
-    :func:`~src.paths.workspace_root`), compiler caches at ``tmp/``, telemetry off."""
+def configure_environment(model_cache: Path, root: Path = PROJECT_ROOT) -> None:
+    """Point Hugging Face's caches at ``model_cache``, compiler caches at ``<root>/tmp``, telemetry off."""
     defaults = {
-        "HF_HOME": str(resolve_path(paths.model_cache, workspace_root(root))),
+        "HF_HOME": str(model_cache),
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "DO_NOT_TRACK": "true",
         "MLFLOW_DISABLE_TELEMETRY": "true",

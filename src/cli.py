@@ -1,0 +1,59 @@
+"""The common shell of every entry point: the DVC stages and the seed's command-line scripts.
+
+Each entry point reads ``params.yaml``, calls :func:`start_process` before any
+heavy library is imported (they read their environment variables then), calls
+one library function, and runs inside :func:`run_cli`: user-caused failures
+(:class:`~src.errors.PipelineError`) become one line on stderr and exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from src.config import Params, load_params
+from src.errors import PipelineError
+from src.paths import display_path, resolve_path, workspace_root
+from src.utils.environment import configure_environment
+from src.utils.logging_setup import setup_logging
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger(__name__)
+
+
+def start_process(
+    params: Params, log_dir: str | Path | None = None, *, prefix: str = "app", numbered: bool = False
+) -> Path:
+    """Keep the libraries' caches in the project and start the run's log file; returns its path."""
+    configure_environment(model_cache=resolve_path(params.paths.model_cache, workspace_root()))
+    log_file = setup_logging(log_dir, prefix=prefix, numbered=numbered)
+    log.info("logging to %s", display_path(log_file))
+    return log_file
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run ``main`` and exit with 0, or with 2 and a one-line message on a user error."""
+    try:
+        main()
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def run_stage(step: Callable[[Params], object]) -> None:
+    """The body of a DVC stage: read ``params.yaml``, start the process, run ``step(params)``."""
+
+    def main() -> None:
+        params = load_params()
+        start_process(params)
+        step(params)
+
+    run_cli(main)

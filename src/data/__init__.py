@@ -1,0 +1,1 @@
+"""Data: download and export, tokenizers, token files and the windows training reads."""

@@ -1,0 +1,228 @@
+"""Ray Train: the same training on a group of workers, driven from the stage's process.
+
+The driver (the DVC stage or ``python src/train/train.py`` with
+``ray.use_ray: true``) creates the MLflow run, starts a local Ray cluster (or
+connects to ``ray.address``, see :mod:`.ray_cluster`), and hands every worker the
+params as a plain dict. Each worker rebuilds the typed config and runs
+:func:`src.train.loop.train_on_rank` under a Ray Lightning strategy; each rank
+reads its own windows of the memory-mapped tokens. Rank 0 logs into the
+driver's run by id and reports a checkpoint to Ray Train every
+``train.checkpoint_every`` steps; a worker failure restarts the group from the
+newest one (``ray.max_failures``), and a new run with the same settings resumes
+from it. Rank 0 returns the final weights, and the driver writes the same
+outputs as a single-process run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from src.config import Params, parse_params
+from src.errors import ConfigError, PipelineError
+from src.paths import display_path, resolve_path
+from src.train.backends.ray_cluster import ray_cluster
+from src.train.checkpoints import CheckpointState, describe_change, newest_readable, read_state, write_state
+from src.train.history import History
+from src.train.loop import Outcome, Placement, build_module, train_on_rank
+from src.train.run_inputs import RunInputs, prepare_run_inputs
+from src.train.tracking import RunTracker
+from src.utils.typed_config import as_plain_dict
+
+log = logging.getLogger(__name__)
+
+#: ``ray.strategy`` -> the Ray Lightning strategy class, and the package it needs beyond Ray.
+STRATEGIES = {"ddp": "RayDDPStrategy", "fsdp": "RayFSDPStrategy", "deepspeed": "RayDeepSpeedStrategy"}
+STRATEGY_PACKAGES = {"deepspeed": "deepspeed"}
+
+#: The file inside each Ray checkpoint folder: the same state as a single-process checkpoint.
+STATE_FILE = "state.ckpt"
+
+
+def check_strategy(strategy: str) -> None:
+    """Fail before any cluster starts when the strategy's package is missing."""
+    package = STRATEGY_PACKAGES.get(strategy)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(
+            f"ray.strategy: {strategy} needs the {package} package, which is not installed; "
+            f"pip install {package}, or use ddp or fsdp"
+        )
+
+
+def storage_location(params: Params, root: Path) -> str:
+    """``ray.storage_path`` as Ray wants it (absolute path or URI); default ``<checkpoint_dir>/ray``."""
+    path = params.ray.storage_path
+    if "://" in path:
+        return path
+    if path:
+        return str(resolve_path(path, root))
+    return str(resolve_path(params.paths.checkpoint_dir, root) / "ray")
+
+
+def run_name(fingerprint: str) -> str:
+    """One Ray run per set of settings: Ray resumes a run of the same name from its newest checkpoint."""
+    return f"train-{fingerprint[:16]}"
+
+
+class RayBackend:
+    """Training on ``ray.num_workers`` Ray Train workers, checkpoints in ``ray.storage_path``."""
+
+    def __init__(self, params: Params, root: Path) -> None:
+        self.params, self.root = params, root
+        self.storage = storage_location(params, root)
+
+    def check(self) -> None:
+        check_strategy(self.params.ray.strategy)
+
+    def find_resume(self, inputs: RunInputs) -> CheckpointState | None:
+        """The newest Ray checkpoint of this run (what the workers will resume from), for MLflow.
+
+        Runs of other settings are removed, like single-process checkpoints; with
+        ``train.resume: never`` this run's own checkpoints go too. Remote storage is
+        left to Ray.
+        """
+        if "://" in self.storage:
+            return None
+        base, current = Path(self.storage), Path(self.storage) / run_name(inputs.fingerprint)
+        if self.params.train.resume == "never" and current.exists():
+            shutil.rmtree(current)
+        for other in sorted(base.glob("train-*")):
+            if other != current and other.is_dir():
+                state = _newest_state(other)
+                change = describe_change(state, inputs.settings, inputs.inputs) if state else "unknown"
+                log.info("resume: removing %s, made with other settings (%s)", display_path(other), change)
+                shutil.rmtree(other)
+        state = _newest_state(current)
+        if state is None:
+            log.info("resume: no Ray checkpoint of these settings yet")
+        else:
+            log.info("resume: from the Ray checkpoint at step %d in %s", state.step, display_path(current))
+        return state
+
+    def train(self, inputs: RunInputs, tracker: RunTracker) -> Outcome:
+        with ray_cluster(self.params.ray, self.root):
+            payload = self._fit_workers(run_name(inputs.fingerprint), tracker)
+        weights = {key: torch.from_numpy(value) for key, value in payload["model"].items()}
+        module = build_module(self.params, self.root, inputs)
+        module.model.load_state_dict(weights)
+        return Outcome(module, History.from_state(payload["history"]), payload["metrics"], weights)
+
+    def _fit_workers(self, name: str, tracker: RunTracker) -> dict[str, Any]:
+        import ray.exceptions
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+        from ray.train.torch import TorchTrainer
+
+        params, config = self.params, self.params.ray
+        trainer = TorchTrainer(
+            worker_loop,
+            train_loop_config={
+                "params": as_plain_dict(params),
+                "root": str(self.root),
+                "tracking_uri": tracker.client.tracking_uri,
+                "run_id": tracker.run_id,
+            },
+            scaling_config=ScalingConfig(
+                num_workers=config.num_workers,
+                use_gpu=config.use_gpu,
+                resources_per_worker=dict(config.resources_per_worker),
+            ),
+            run_config=RunConfig(
+                name=name,
+                storage_path=self.storage,
+                failure_config=FailureConfig(max_failures=config.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=params.train.keep_checkpoints),
+            ),
+        )
+        log.info(
+            "Ray Train: %d workers (%s), checkpoints in %s/%s",
+            config.num_workers,
+            STRATEGIES[config.strategy],
+            self.storage,
+            name,
+        )
+        try:
+            result = trainer.fit()
+        except (TrainingFailedError, ray.exceptions.RayActorError) as error:
+            raise PipelineError(f"ray: training failed: {failure_line(error)} (worker logs above)") from None
+        return result.return_value
+
+
+def _newest_state(run_dir: Path) -> CheckpointState | None:
+    found = newest_readable(sorted(run_dir.glob(f"checkpoint_*/{STATE_FILE}")))
+    return found[1] if found else None
+
+
+def failure_line(error: BaseException) -> str:
+    """The original exception of the first failed rank, in one line."""
+    failures = getattr(error, "worker_failures", None)
+    if failures:
+        rank, failure = sorted(failures.items())[0]
+        cause = getattr(failure, "cause", None) or failure
+        return f"rank {rank}: {type(cause).__name__}: {str(cause).strip().splitlines()[0][:300]}"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(error).__name__
+
+
+def worker_loop(config: dict[str, Any]) -> dict[str, Any] | None:
+    """One Ray Train worker: rebuild the config, resume from Ray's checkpoint, train; rank 0 returns."""
+    import ray.train
+
+    params = parse_params(config["params"])
+    root = Path(config["root"])
+    inputs = prepare_run_inputs(params, root)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            inputs = inputs.resuming(read_state(Path(folder) / STATE_FILE))
+    rank = ray.train.get_context().get_world_rank()
+    tracker = RunTracker(config["tracking_uri"], None, run_id=config["run_id"]) if rank == 0 else None
+    outcome = train_on_rank(params, root, inputs, tracker, _ray_placement(params, root))
+    if tracker is None:
+        return None
+    tracker.flush()
+    return {
+        # Ray refuses tensors in return values; NumPy arrays travel (bfloat16 has no NumPy type).
+        "model": {key: _to_numpy(value) for key, value in outcome.weights.items()},
+        "history": outcome.history.state(),
+        "metrics": outcome.metrics,
+    }
+
+
+def _to_numpy(tensor: torch.Tensor) -> Any:
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+
+
+def _ray_placement(params: Params, root: Path) -> Placement:
+    import ray.train
+    import ray.train.lightning as ray_lightning
+
+    strategy = getattr(ray_lightning, STRATEGIES[params.ray.strategy])()
+
+    def report(trainer: Any, step: int, state: CheckpointState | None) -> None:
+        # Every rank reports (it is a barrier); only rank 0 hands Ray a checkpoint.
+        folder_name = f"checkpoint_{step:09d}"
+        if state is None:
+            ray.train.report({"step": step}, checkpoint=None, checkpoint_dir_name=folder_name)
+            return
+        (root / "tmp").mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=root / "tmp") as folder:
+            write_state(Path(folder) / STATE_FILE, state)
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report({"step": step}, checkpoint=checkpoint, checkpoint_dir_name=folder_name)
+        log.info("checkpoint at step %d reported to Ray Train", step)
+
+    options = {
+        "accelerator": "gpu" if params.ray.use_gpu else "cpu",
+        "devices": "auto",
+        "strategy": strategy,
+        "plugins": [ray_lightning.RayLightningEnvironment()],
+        "enable_progress_bar": False,  # workers' output is interleaved by Ray; rank 0 logs each eval
+    }
+    return Placement(options, report, wrap_trainer=ray_lightning.prepare_trainer)

@@ -1,0 +1,166 @@
+"""The training loop every rank runs: build the module, stream windows, validate, checkpoint.
+
+A :class:`Placement` says where the Trainer runs (one process or a Ray worker
+group) and how a checkpoint is persisted; everything else is the same for both
+backends, so one process and N Ray workers give the same curve.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from src.config import Params
+from src.data.token_data import TokenDataModule
+from src.models.causal_lm import CausalLM, build_model
+from src.models.metrics import perplexity
+from src.paths import resolve_path, workspace_root
+from src.train.callbacks import PeriodicCheckpoint, RestoreTrainingState, StepRecorder
+from src.train.checkpoints import CheckpointState, rng_states, shaping_settings
+from src.train.history import History
+from src.train.reporting import unigram_perplexity
+from src.train.run_inputs import RunInputs
+from src.train.tracking import RunTracker
+
+#: Saves one checkpoint: (trainer, step, state). Every rank calls it; only rank 0 has a state.
+Persist = Callable[[L.Trainer, int, "CheckpointState | None"], None]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the Trainer runs (one process, or a Ray worker group) and where its checkpoints go."""
+
+    trainer_options: dict[str, Any]
+    persist: Persist
+    wrap_trainer: Callable[[L.Trainer], L.Trainer] = field(default=lambda trainer: trainer)
+    """Applied to the Trainer before fitting (Ray's ``prepare_trainer``)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What training produced, for the outputs: the weights, the history and the final metrics."""
+
+    module: CausalLM
+    history: History
+    metrics: dict[str, float]
+    weights: dict[str, Any]
+
+
+def build_module(params: Params, root: Path, inputs: RunInputs) -> CausalLM:
+    """The LightningModule around a freshly built (or pretrained) causal LM."""
+    model_cache = resolve_path(params.paths.model_cache, workspace_root(root))
+    model = build_model(
+        params.model, inputs.vocabulary, params.train.max_length, model_cache, params.download.hub_timeout_s
+    )
+    return CausalLM(model, params.train)
+
+
+def train_on_rank(
+    params: Params, root: Path, inputs: RunInputs, tracker: RunTracker | None, placement: Placement
+) -> Outcome:
+    """Train from ``inputs`` to ``train.max_steps`` and validate; every rank runs this.
+
+    ``tracker`` is None on the ranks that log nothing (all but rank 0).
+    """
+    t = params.train
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    module = build_module(params, root, inputs)
+    if inputs.resumed:
+        module.model.load_state_dict(inputs.resumed.model)
+
+    data = TokenDataModule(
+        inputs.token_dir,
+        inputs.tokenizer,
+        batch_size=t.batch_size,
+        max_length=t.max_length,
+        seed=t.seed,
+        num_workers=t.num_workers,
+    )
+    windows_per_step = t.accumulate_grad_batches * t.batch_size  # per rank
+    data.train_start = inputs.step * windows_per_step
+    data.train_length = (t.max_steps - inputs.step) * windows_per_step
+
+    history = History.from_state(inputs.resumed.history.state()) if inputs.resumed else History()
+
+    def save(trainer: L.Trainer, step: int) -> None:
+        # Every rank takes part: a sharding strategy (FSDP) gathers the full states here.
+        weights = model_weights(trainer)
+        optimizer = trainer.strategy.optimizer_state(trainer.optimizers[0])
+        state = None
+        if trainer.is_global_zero:
+            state = CheckpointState(
+                fingerprint=inputs.fingerprint,
+                settings=shaping_settings(inputs.settings),
+                inputs=inputs.inputs,
+                step=step,
+                model=weights,
+                optimizer=optimizer,
+                scheduler=trainer.lr_scheduler_configs[0].scheduler.state_dict(),
+                rng=rng_states(),
+                history=history,
+                mlflow_run_id=tracker.run_id if tracker else None,
+            )
+            if tracker:
+                tracker.flush()  # once the checkpoint exists, MLflow holds every step up to it
+        placement.persist(trainer, step, state)
+
+    callbacks: list[L.Callback] = [
+        StepRecorder(
+            history,
+            start_step=inputs.step,
+            max_steps=t.max_steps,
+            windows_per_step=windows_per_step,
+            max_length=t.max_length,
+            accumulate=t.accumulate_grad_batches,
+            log_metrics=tracker.log_metrics if tracker else None,
+        ),
+        PeriodicCheckpoint(t.checkpoint_every, inputs.step, save),
+    ]
+    if inputs.resumed:
+        callbacks.append(RestoreTrainingState(inputs.resumed))
+    trainer = L.Trainer(
+        **placement.trainer_options,
+        precision=t.precision,
+        max_steps=t.max_steps - inputs.step,
+        max_epochs=1,  # the sampler streams every remaining step's windows as one epoch
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.grad_clip or None,
+        val_check_interval=t.eval_every * t.accumulate_grad_batches,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        # Bitwise reproducible on CPU; GPU kernels without a deterministic version only warn.
+        deterministic=True if placement.trainer_options["accelerator"] == "cpu" else "warn",
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=callbacks,
+        default_root_dir=str(root / "tmp" / "lightning"),
+    )
+    trainer = placement.wrap_trainer(trainer)
+    if inputs.step < t.max_steps:
+        trainer.fit(module, datamodule=data)
+    final = trainer.validate(module, datamodule=data, verbose=False)[0]
+    val_loss = float(final["val_loss"])
+    metrics = {
+        "train_loss": history.train[-1]["train_loss"] if history.train else math.nan,
+        "val_loss": val_loss,
+        "val_perplexity": perplexity(val_loss),
+        "unigram_perplexity": unigram_perplexity(data.train_tokens, data.val_tokens, inputs.vocabulary.size),
+        "tokens_per_s": history.tokens_seen / history.train_seconds if history.train_seconds else math.nan,
+        "steps": t.max_steps,
+        "tokens_seen": history.tokens_seen,
+    }
+    return Outcome(module, history, metrics, model_weights(trainer))
+
+
+def model_weights(trainer: L.Trainer) -> dict[str, Any]:
+    """The causal LM's full weights, gathered by the strategy (call on every rank)."""
+    prefix = "model."
+    state = trainer.strategy.lightning_module_state_dict()
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}

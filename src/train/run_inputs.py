@@ -1,0 +1,89 @@
+"""What is decided before training starts: the data, the tokenizer, the settings and their fingerprint.
+
+Both backends (one process, a Ray worker group) start from the same
+:class:`RunInputs`; the driver adds the checkpoint it resumes from, and every
+Ray worker rebuilds the same value from the params it is sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from src.config import Params
+from src.data.manifests import MANIFEST, TokenManifest
+from src.data.token_files import TOKENIZER_DIR, read_token_manifest
+from src.models.causal_lm import Vocabulary
+from src.paths import PROJECT_ROOT
+from src.train.checkpoints import CheckpointState, code_fingerprint, run_fingerprint
+from src.train.tracking import flatten
+from src.utils.files import sha256_file
+from src.utils.import_graph import code_dependencies
+from src.utils.typed_config import as_plain_dict
+
+#: The entry point whose code a checkpoint is bound to: the same files as the train stage's code deps.
+TRAIN_STAGE = "stages/train.py"
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """The inputs of one training run, fixed before the first step."""
+
+    token_dir: Path
+    manifest: TokenManifest
+    manifest_sha256: str
+    """SHA-256 of the token manifest, which names the hash of every token file."""
+    tokenizer: Any
+    """The ``transformers`` tokenizer saved with the tokens."""
+    settings: dict[str, str]
+    """Every params value, flattened (``train.lr`` -> ``"0.003"``): logged to MLflow, hashed for resume."""
+    inputs: dict[str, str]
+    """Hashes of what training reads besides the settings: the tokenized data and the code."""
+    fingerprint: str
+    """:func:`~src.train.checkpoints.run_fingerprint`: a checkpoint resumes only under the same one."""
+    resumed: CheckpointState | None = None
+    """The checkpoint this run continues, if any."""
+
+    @property
+    def step(self) -> int:
+        """The first optimizer step this run takes (0 for a fresh run)."""
+        return self.resumed.step if self.resumed else 0
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary(self.manifest.tokenizer.vocab_size, self.manifest.tokenizer.eos_id)
+
+    def resuming(self, state: CheckpointState | None) -> RunInputs:
+        """The same inputs, continuing from ``state``."""
+        return dataclasses.replace(self, resumed=state)
+
+
+def training_code_fingerprint() -> str:
+    """Hash of the code the train stage runs: exactly the files ``dvc.yaml`` lists as its code deps.
+
+    Always the running code (``PROJECT_ROOT``), wherever a run's ``root`` puts its outputs.
+    """
+    return code_fingerprint(code_dependencies(TRAIN_STAGE), PROJECT_ROOT)
+
+
+def prepare_run_inputs(params: Params, root: Path) -> RunInputs:
+    """Read the token manifest and tokenizer and fingerprint the run (the resume point comes later)."""
+    from transformers import AutoTokenizer
+
+    token_dir = params.paths.tokenized_dir(params.tokenize.tokenizer, root)
+    manifest = read_token_manifest(token_dir)
+    settings = flatten(as_plain_dict(params))
+    manifest_sha256 = sha256_file(token_dir / MANIFEST)
+    inputs = {"tokenized data": manifest_sha256, "code": training_code_fingerprint()}
+    tokenizer = AutoTokenizer.from_pretrained(str(token_dir / TOKENIZER_DIR))
+    return RunInputs(
+        token_dir=token_dir,
+        manifest=manifest,
+        manifest_sha256=manifest_sha256,
+        tokenizer=tokenizer,
+        settings=settings,
+        inputs=inputs,
+        fingerprint=run_fingerprint(settings, inputs),
+    )
