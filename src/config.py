@@ -260,6 +260,9 @@ class MlflowConfig:
     """Where runs go: empty is ``mlflow.db`` (SQLite) at the project root; or ``http://host:port``."""
     experiment_name: str = "lmpipe"
     """MLflow experiment that holds the runs."""
+    register_model: str = ""
+    """Register each training's logged model under this name in the Model Registry (a new version
+    per run); empty registers nothing."""
 
 
 @dataclass(frozen=True)

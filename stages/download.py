@@ -8,7 +8,11 @@ from src.data.download import LOG_PREFIX, download_all
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m stages.download",
+        description="DVC stage download@<dataset>: fetch one dataset of params.yaml download.datasets "
+        "and export it to <paths.cache_dir>/raw/<dataset>.",
+    )
     parser.add_argument("dataset", help="a name from params.yaml download.datasets")
     dataset = parser.parse_args().dataset
     params = load_params()

@@ -1,26 +1,46 @@
-"""Shared fixtures.
+"""Shared fixtures: the one home of the suite's helpers and prepared data.
 
 The suite never imports itself as a package named ``tests`` (a dependency ships
-one into site-packages), so helpers live here as fixtures.
+one into site-packages), so every helper is a fixture here.
+
+Test tiers: ``@pytest.mark.slow`` marks what runs DVC, Ray, the notebook, a
+training in a subprocess or a whole training; ``pytest -m "not slow"`` runs the rest.
+
+Prepared data is made once per session and shared read-only:
+
+* ``tiny_data``: a 3,000-verse KJV corpus, downloaded, exported and tokenized
+  (trained BPE); ``tiny_export`` and ``token_dir`` are its two outputs.
+* ``reproduced_project``: a copy of the project after one ``dvc repro`` (slow tests).
+
+Tests never write into them: params files point every output (model,
+checkpoints, metrics, plots, logs, MLflow store) into the test's ``tmp_path``,
+and a test that changes data works on its own copy (``make_params(...,
+data="copy")``, ``dvc_project``). An autouse check fails the test that writes
+into a shared folder anyway.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from src.paths import PROJECT_ROOT
 
 KJV_LINES = 3000
+TINY_VOCAB = 600
 TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 16}
 TINY_TRAIN = {
     "max_length": 32,
@@ -32,40 +52,111 @@ TINY_TRAIN = {
     "sample_tokens": 8,
 }
 
+# --------------------------------------------------------------------------- process state
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep Hugging Face's own files out of the home folder and the project while testing."""
     os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf_home"))
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["DVC_NO_ANALYTICS"] = "1"
+
+
+def drop_pipeline_log_handlers() -> None:
+    """Detach the handlers ``setup_logging`` attached to the root logger."""
+    import logging
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_pipeline_handler", False):
+            root.removeHandler(handler)
+            handler.close()
+
+
+@pytest.fixture(autouse=True)
+def _isolate_process_state() -> Iterator[None]:
+    """Entry points called in-process set environment defaults and attach log handlers: undo both."""
+    environment = dict(os.environ)
+    yield
+    drop_pipeline_log_handlers()
+    os.environ.clear()
+    os.environ.update(environment)
+
+
+# --------------------------------------------------------------------------- shared read-only folders
+
+_SHARED: dict[Path, dict[str, tuple[int, int, int]]] = {}
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """(size, mtime, inode) of everything under ``folder``: any write or replacement changes it."""
+    found = {}
+    for path in folder.rglob("*"):
+        stat = path.lstat()
+        found[str(path.relative_to(folder))] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    return found
+
+
+def share_read_only(folder: Path) -> Path:
+    """Register a session folder that tests may read but never change."""
+    _SHARED[folder] = _snapshot(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _shared_folders_stay_untouched() -> Iterator[None]:
+    yield
+    for folder, before in _SHARED.items():
+        now = _snapshot(folder)
+        if now != before:
+            _SHARED[folder] = now  # report it once, against the test that did it
+            changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+            pytest.fail(f"this test changed the shared read-only {folder}: {changed[:10]}; work on a copy")
+
+
+# --------------------------------------------------------------------------- helpers
+# Session-scoped fixtures that return a function, so module- and session-scoped fixtures can use them.
+
+
+def tool_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment with the project's interpreter first on PATH (DVC stages and make call ``python``)."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return {**os.environ, "PATH": path, **(extra or {})}
+
+
+@pytest.fixture(scope="session")
+def tool_env() -> Callable[..., dict[str, str]]:
+    """``tool_env(extra=None)``: environment for subprocesses running ``python``, ``dvc`` or ``make``."""
+    return tool_environment
 
 
 def run_python(
-    *args: str | Path, cwd: Path = PROJECT_ROOT, env: dict | None = None
+    *args: str | Path, cwd: Path = PROJECT_ROOT, env: dict | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
     """Run the project's interpreter on ``args`` and capture its output."""
     return subprocess.run(
         [sys.executable, *map(str, args)],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env=tool_environment(env),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
 
 
-@pytest.fixture
-def python_runner():
+@pytest.fixture(scope="session")
+def python_runner() -> Callable[..., subprocess.CompletedProcess]:
+    """``python_runner(*args, cwd=PROJECT_ROOT, env=None)``: run a script as a user would."""
     return run_python
 
 
 def run_dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``dvc`` in ``project`` with the project's interpreter first on PATH (stages call ``python``)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    """Run ``dvc`` in ``project`` as a user would; with ``check``, a failure shows DVC's output."""
     result = subprocess.run(
         [sys.executable, "-m", "dvc", *args],
         cwd=project,
-        env=env,
+        env=tool_environment(),
         capture_output=True,
         text=True,
         timeout=900,
@@ -75,16 +166,91 @@ def run_dvc(project: Path, *args: str, check: bool = True) -> subprocess.Complet
     return result
 
 
-@pytest.fixture
-def dvc():
-    """``dvc(project, *args, check=True)``: run DVC as a user would and return the finished process."""
+@pytest.fixture(scope="session")
+def dvc() -> Callable[..., subprocess.CompletedProcess]:
+    """``dvc(project, *args, check=True)``: run DVC and return the finished process."""
     return run_dvc
+
+
+@pytest.fixture(scope="session")
+def train_command() -> Callable[[Path], list[str]]:
+    """The command a user types to train with a params file: ``python src/train/train.py --params F``
+    (logs beside the params file, not in the checkout's ``logs/``)."""
+
+    def command(params: Path) -> list[str]:
+        script = PROJECT_ROOT / "src" / "train" / "train.py"
+        return [
+            sys.executable,
+            str(script),
+            "--params",
+            str(params),
+            "--log-dir",
+            str(params.parent / "logs"),
+        ]
+
+    return command
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A local TCP port that nothing listens on (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def read_curve(csv_file: Path, column: str) -> list[float]:
+    with open(csv_file, newline="") as handle:
+        return [float(row[column]) for row in csv.DictReader(handle)]
+
+
+@pytest.fixture(scope="session")
+def curve() -> Callable[[Path, str], list[float]]:
+    """``curve(csv_file, column)``: one column of a plots CSV (``plots/train_loss.csv``...) as floats."""
+    return read_curve
+
+
+@pytest.fixture(scope="session")
+def mlflow_runs() -> Callable[..., list]:
+    """``mlflow_runs(tracking_uri, experiment="lmpipe")``: the runs of an MLflow experiment, newest first."""
+
+    def runs(uri: str, experiment: str = "lmpipe") -> list:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        return client.search_runs([found.experiment_id]) if found else []
+
+    return runs
+
+
+@pytest.fixture(scope="session")
+def metric_history() -> Callable[..., list[tuple[int, float]]]:
+    """``metric_history(tracking_uri, run_id, key="train_loss")``: a run's (step, value) pairs, sorted."""
+
+    def history(uri: str, run_id: str, key: str = "train_loss") -> list[tuple[int, float]]:
+        from mlflow import MlflowClient
+
+        return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+    return history
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def folder_bytes() -> Callable[[Path], dict[str, bytes]]:
+    """``folder_bytes(folder)``: every file under ``folder`` (relative name -> bytes), to compare outputs."""
+    return files_of
 
 
 class StaticServer:
     """A local HTTP server on 127.0.0.1 serving one folder and recording GET requests."""
 
     def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         server = self
 
@@ -113,18 +279,139 @@ def http_server(tmp_path: Path) -> Iterator[StaticServer]:
     folder = tmp_path / "served"
     folder.mkdir()
     server = StaticServer(folder)
-    server.folder = folder  # type: ignore[attr-defined]
     yield server
     server.close()
 
 
+# --------------------------------------------------------------------------- the tiny corpus
+
+
+def _tiny_params(folder: Path, cache_dir: Path, corpus: Path) -> dict:
+    """params.yaml with the tiny model and corpus; data in ``cache_dir``, every output in ``folder``."""
+    from src.config import PARAMS_FILE
+
+    params = yaml.safe_load(PARAMS_FILE.read_text())
+    params["paths"] = {
+        "cache_dir": str(cache_dir),
+        "model_cache": str(folder / "model_cache"),
+        "log_dir": str(folder / "logs"),
+        "model_dir": str(folder / "model"),
+        "checkpoint_dir": str(folder / "checkpoints"),
+        "metrics_file": str(folder / "metrics.json"),
+        "plots_dir": str(folder / "plots"),
+    }
+    params["model"].update(TINY_MODEL)
+    params["train"].update(TINY_TRAIN)
+    params["mlflow"]["tracking_uri"] = f"sqlite:///{folder / 'mlflow.db'}"
+    kjv = params["download"]["datasets"]["kjv"]
+    kjv["data_files"] = str(corpus)
+    kjv["validation_fraction"] = 0.1
+    params["tokenize"]["vocab_size"] = TINY_VOCAB
+    return params
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The first 3,000 KJV verses, downloaded, exported and tokenized once for the whole session.
+
+    Read-only: ``corpus`` (the source file), ``cache_dir`` (``raw/kjv`` export,
+    ``tokenized/bpe`` tokens, the Hugging Face cache), ``export`` and ``tokens``.
+    """
+    from src.config import load_params
+    from src.data.download import download_all
+    from src.data.sources import _resolve_local_file
+    from src.data.tokenize_corpus import tokenize_from_params
+
+    folder = tmp_path_factory.mktemp("tiny_data")
+    kjv = _resolve_local_file("test", "package://bible/data/kjv.jsonl", PROJECT_ROOT)
+    lines = kjv.read_text(encoding="utf-8").splitlines(keepends=True)[:KJV_LINES]
+    corpus = folder / "kjv_small.jsonl"
+    corpus.write_text("".join(lines), encoding="utf-8")
+    cache_dir = folder / "main_cache"
+    scratch = tmp_path_factory.mktemp("tiny_data_outputs")  # nothing is written there; kept apart anyway
+    params_file = scratch / "params.yaml"
+    params_file.write_text(yaml.safe_dump(_tiny_params(scratch, cache_dir, corpus), sort_keys=False))
+    params = load_params(params_file)
+    export = download_all(params)["kjv"]
+    tokens = tokenize_from_params(params)
+    share_read_only(folder)
+    return SimpleNamespace(corpus=corpus, cache_dir=cache_dir, export=export, tokens=tokens)
+
+
 @pytest.fixture
-def project_copy(tmp_path: Path) -> Path:
+def tiny_export(tiny_data: SimpleNamespace) -> Path:
+    """The shared export of the tiny corpus (``raw/kjv``): read it, never write it."""
+    return tiny_data.export
+
+
+@pytest.fixture
+def token_dir(tiny_data: SimpleNamespace) -> Path:
+    """The shared tokens of the tiny corpus (``tokenized/bpe``): read them, never write them."""
+    return tiny_data.tokens
+
+
+@pytest.fixture(scope="session")
+def make_params(tiny_data: SimpleNamespace) -> Callable[..., Path]:
+    """``make_params(folder, *, data="shared", ray=None, model=None, mlflow=None, **train)``.
+
+    Writes ``folder/params.yaml``: the tiny params with every output and the
+    MLflow store in ``folder``. ``data`` says where the data comes from:
+    ``"shared"`` reads the session's export and tokens (read-only); ``"copy"``
+    copies both into ``folder/main_cache``; ``"export"`` copies only the export;
+    ``"empty"`` starts from an empty cache.
+    """
+
+    def make(
+        folder: Path,
+        *,
+        data: str = "shared",
+        ray: dict | None = None,
+        model: dict | None = None,
+        mlflow: dict | None = None,
+        **train: object,
+    ) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        cache_dir = tiny_data.cache_dir if data == "shared" else folder / "main_cache"
+        if data in ("copy", "export"):
+            shutil.copytree(tiny_data.export, cache_dir / "raw" / "kjv")
+        if data == "copy":
+            shutil.copytree(tiny_data.tokens, cache_dir / "tokenized" / "bpe")
+        elif data not in ("shared", "export", "empty"):
+            raise ValueError(f"data: {data!r}")
+        params = _tiny_params(folder, cache_dir, tiny_data.corpus)
+        params["train"].update(train)
+        params["model"].update(model or {})
+        params["ray"].update(ray or {})
+        params["mlflow"].update(mlflow or {})
+        path = folder / "params.yaml"
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def tiny_params_file(make_params: Callable[..., Path], tmp_path: Path) -> Path:
+    """The tiny params: shared prepared data, every output and the MLflow store in ``tmp_path``."""
+    return make_params(tmp_path)
+
+
+@pytest.fixture
+def tiny_params(tiny_params_file: Path):
+    from src.config import load_params
+
+    return load_params(tiny_params_file)
+
+
+# --------------------------------------------------------------------------- the project under DVC
+
+
+def copy_project(target: Path) -> Path:
     """A fresh git repository holding the project's current files (tracked and new, not ignored).
 
-    End-to-end tests run DVC here, as a user would in a fresh clone, without
-    touching the real workspace. The model and training are shrunk (TINY_*) so a
-    full ``dvc repro`` takes seconds; download and tokenize keep their defaults.
+    The model and training are shrunk (TINY_*) so a training takes seconds;
+    download and tokenize keep their defaults, so their outputs can be compared
+    with the committed ``dvc.lock``.
     """
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -132,15 +419,12 @@ def project_copy(tmp_path: Path) -> Path:
         capture_output=True,
         check=True,
     ).stdout.split(b"\0")
-    target = tmp_path / "project"
     for name in filter(None, listed):
         source = PROJECT_ROOT / name.decode()
         if source.is_file():
             destination = target / name.decode()
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination)
-    import yaml
-
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["model"].update(TINY_MODEL)
     params["train"].update(TINY_TRAIN)
@@ -154,61 +438,31 @@ def project_copy(tmp_path: Path) -> Path:
     return target
 
 
-@pytest.fixture(autouse=True)
-def _drop_log_handlers() -> Iterator[None]:
-    """Entry points called in-process attach log handlers to the root logger; detach them after."""
-    yield
-    import logging
-
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_pipeline_handler", False):
-            root.removeHandler(handler)
-            handler.close()
+#: The MLflow store a run leaves at the project root; its experiment records its absolute location.
+_STORE = ("mlflow.db", "mlflow.db.lock", "mlruns")
 
 
-@pytest.fixture
-def tiny_params_file(tmp_path: Path) -> Path:
-    """A params.yaml whose caches live in ``tmp_path`` and whose ``kjv`` is the first verses only."""
-    import yaml
+@pytest.fixture(scope="session")
+def reproduced_project(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A copy of the project after one full ``dvc repro`` (``path``, and ``first_run``: that process).
 
-    from src.config import PARAMS_FILE
-    from src.data.sources import _resolve_local_file
-
-    kjv = _resolve_local_file("test", "package://bible/data/kjv.jsonl", PROJECT_ROOT)
-    lines = kjv.read_text(encoding="utf-8").splitlines(keepends=True)[:KJV_LINES]
-    (tmp_path / "kjv_small.jsonl").write_text("".join(lines), encoding="utf-8")
-    params = yaml.safe_load(PARAMS_FILE.read_text())
-    params["paths"] = {
-        "cache_dir": str(tmp_path / "main_cache"),
-        "model_cache": str(tmp_path / "model_cache"),
-        "log_dir": str(tmp_path / "logs"),
-        "model_dir": str(tmp_path / "model"),
-        "checkpoint_dir": str(tmp_path / "checkpoints"),
-        "metrics_file": str(tmp_path / "metrics.json"),
-        "plots_dir": str(tmp_path / "plots"),
-    }
-    params["model"].update(TINY_MODEL)
-    params["train"].update(TINY_TRAIN)
-    params["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    params["download"]["datasets"]["kjv"]["data_files"] = str(tmp_path / "kjv_small.jsonl")
-    params["download"]["datasets"]["kjv"]["validation_fraction"] = 0.1
-    params["tokenize"]["vocab_size"] = 600
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
+    Read-only and shared by the DVC tests, which each work on a copy
+    (``dvc_project``). Its MLflow store is removed: the store records its own
+    absolute location, so a copy would log into this folder.
+    """
+    path = copy_project(tmp_path_factory.mktemp("reproduced") / "project")
+    first_run = run_dvc(path, "repro")
+    for name in _STORE:
+        target = path / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+    share_read_only(path)
+    return SimpleNamespace(path=path, first_run=first_run)
 
 
 @pytest.fixture
-def tiny_params(tiny_params_file: Path):
-    from src.config import load_params
-
-    return load_params(tiny_params_file)
-
-
-@pytest.fixture
-def tiny_export(tiny_params) -> Path:
-    """The download export of the small corpus."""
-    from src.utils.download_datasets import download_all
-
-    return download_all(tiny_params, tiny_params.paths.raw_dir().parent)["kjv"]
+def dvc_project(reproduced_project: SimpleNamespace, tmp_path: Path) -> Path:
+    """A private copy of the reproduced project (git, DVC cache, outputs), without an MLflow store."""
+    return Path(shutil.copytree(reproduced_project.path, tmp_path / "project", symlinks=True))

@@ -37,6 +37,7 @@ def test_repository_params_file_validates() -> None:
     spec = params.download.datasets["kjv"]
     assert isinstance(spec, DatasetSpec)
     assert 0 < spec.validation_fraction < 1
+    assert params.tokenize.special_tokens == ("<|endoftext|>",)  # a tuple: the params are immutable
 
 
 @pytest.mark.parametrize(
@@ -67,6 +68,12 @@ def test_repository_params_file_validates() -> None:
         ("paths.cache_dir", ["a"], "paths.cache_dir: expected a string, got ['a']"),
         ("download.datasets", {}, "download.datasets: list at least one dataset to download"),
         ("download", "kjv", "download: expected a mapping of settings, got 'kjv'"),
+        ("tokenize.dataset", "nope", "tokenize.dataset: 'nope' is not in download.datasets (kjv)"),
+        (
+            "tokenize.special_tokens",
+            "<|endoftext|>",
+            "tokenize.special_tokens: expected a list of strings, got '<|endoftext|>'",
+        ),
     ],
 )
 def test_bad_values_name_the_key(key: str, value: object, message: str) -> None:
@@ -93,9 +100,13 @@ def test_dataset_names_must_be_plain() -> None:
 
 
 def test_data_files_accepts_string_list_or_split_mapping() -> None:
-    for files in ("a.txt", ["a.txt", "b.txt"], {"train": "a.txt", "validation": ["b.txt"]}):
+    for files, parsed in (
+        ("a.txt", "a.txt"),
+        (["a.txt", "b.txt"], ("a.txt", "b.txt")),
+        ({"train": "a.txt", "validation": ["b.txt"]}, {"train": "a.txt", "validation": ("b.txt",)}),
+    ):
         params = parse_params(with_value("download.datasets.kjv.data_files", files))
-        assert params.download.datasets["kjv"].data_files is not None
+        assert params.download.datasets["kjv"].data_files == parsed
     message = error_of(with_value("download.datasets.kjv.data_files", 5))
     assert message.startswith("download.datasets.kjv.data_files: expected a string or a list of strings")
 

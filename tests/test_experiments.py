@@ -21,9 +21,8 @@ pytestmark = pytest.mark.slow
 LEARNING_RATES = ("0.001", "0.01")
 
 
-def start_queue(project: Path, jobs: int) -> None:
+def start_queue(project: Path, jobs: int, env: dict[str, str]) -> None:
     """``dvc queue start -j N``; its workers live on, so their output must not be a pipe we wait on."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run(
         [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
         cwd=project,
@@ -90,34 +89,36 @@ def experiments(shown: list[dict]) -> dict[str, dict]:
     return found
 
 
-def test_queued_experiments_run_in_parallel_with_one_mlflow_run_each(dvc, project_copy: Path) -> None:
-    dvc(project_copy, "repro")
+def test_queued_experiments_run_in_parallel_with_one_mlflow_run_each(
+    dvc, dvc_project: Path, tool_env, free_port: int
+) -> None:
+    project = dvc_project  # reproduced once for the session; its MLflow store was removed
     for lr in LEARNING_RATES:
-        dvc(project_copy, "exp", "run", "--queue", "-S", f"train.lr={lr}")
-    start_queue(project_copy, jobs=2)
-    copies, in_temp_copies = wait_for_queue(dvc, project_copy)
-    stop_workers(dvc, project_copy)
+        dvc(project, "exp", "run", "--queue", "-S", f"train.lr={lr}")
+    start_queue(project, jobs=2, env=tool_env())
+    copies, in_temp_copies = wait_for_queue(dvc, project)
+    stop_workers(dvc, project)
     assert copies, "no temporary experiment copy was seen: the check below would prove nothing"
     assert in_temp_copies == set()  # no store or artifacts were ever created in DVC's temporary copies
 
-    status = dvc(project_copy, "queue", "status").stdout
+    status = dvc(project, "queue", "status").stdout
     assert status.count("Success") == 2, status
-    found = experiments(json.loads(dvc(project_copy, "exp", "show", "--json").stdout))
+    found = experiments(json.loads(dvc(project, "exp", "show", "--json").stdout))
     assert sorted(str(exp["params"]["train"]["lr"]) for exp in found.values()) == sorted(
         str(float(lr)) for lr in LEARNING_RATES
     )
     for name in found:  # the cached download and tokenize outputs were reused
-        log = dvc(project_copy, "queue", "logs", name).stdout
+        log = dvc(project, "queue", "logs", name).stdout
         assert "Running stage 'train'" in log
         assert "Running stage 'tokenize'" not in log and "Running stage 'download@kjv'" not in log
 
-    client = MlflowClient(f"sqlite:///{project_copy / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("lmpipe")
     runs = client.search_runs([experiment.experiment_id])
     by_name = {}
     for run in runs:
         by_name.setdefault(run.info.run_name, []).append(run)
-    lock = yaml.safe_load((project_copy / "dvc.lock").read_text())
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
     tokens_md5 = lock["stages"]["tokenize"]["outs"][0]["md5"]
     for name, exp in found.items():
         (run,) = by_name[name]  # exactly one run per experiment, named after it
@@ -128,16 +129,10 @@ def test_queued_experiments_run_in_parallel_with_one_mlflow_run_each(dvc, projec
         assert float(run.data.params["train.lr"]) == float(exp["params"]["train"]["lr"])
         for key, value in exp["metrics"].items():
             assert run.data.metrics[key] == pytest.approx(value), (name, key)
-        assert run.info.artifact_uri.startswith((project_copy / "mlruns").as_uri())
-    assert len(runs) == 3  # the baseline's `dvc repro` and the two experiments
+        assert run.info.artifact_uri.startswith((project / "mlruns").as_uri())
+    assert len(runs) == len(LEARNING_RATES)  # the store only ever saw the two experiments
 
-    check_ui_lists_runs(project_copy, sorted(found))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    check_ui_lists_runs(project, sorted(found), free_port, tool_env())
 
 
 def group_alive(group: int) -> bool:
@@ -148,10 +143,8 @@ def group_alive(group: int) -> bool:
     return True
 
 
-def check_ui_lists_runs(project: Path, names: list[str]) -> None:
+def check_ui_lists_runs(project: Path, names: list[str], port: int, env: dict[str, str]) -> None:
     """``make ui`` serves the project's store on 127.0.0.1; its REST API lists the runs."""
-    port = free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     server = subprocess.Popen(
         ["make", "--no-print-directory", "-o", "setup", "ui", f"UI_PORT={port}"],
         cwd=project,

@@ -10,8 +10,8 @@ Layers, lowest first (a module may import its own layer and the ones below):
 4. ``src/data/``: download, export, tokenizers, token files, windows.
 5. ``src/models/``: the causal LM (it may read the data's label convention).
 6. ``src/train/``: the training flow, its backends, tracking and outputs.
-7. Entry points: ``stages/*`` and the seed's scripts ``src/utils/download_datasets.py`` and
-   ``src/train/train.py``. Nothing imports them.
+7. Entry points: ``stages/*``, the seed's scripts ``src/utils/download_datasets.py`` and
+   ``src/train/train.py``, and ``src/train/mlflow_ui.py`` (``make ui``). Nothing imports them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from src.paths import PROJECT_ROOT
 from src.utils.import_graph import imported_modules, module_file
 
-ENTRY_POINTS = {"src/utils/download_datasets.py", "src/train/train.py"}
+ENTRY_POINTS = {"src/utils/download_datasets.py", "src/train/train.py", "src/train/mlflow_ui.py"}
 TOP = 7
 
 

@@ -64,6 +64,9 @@ class LightningDataModule(TokenDataModule):
         if len(dataset_configs) != 1:
             raise ConfigError(f"dataset_configs: expected exactly one dataset, got {list(dataset_configs)}")
         self.params = params or load_params(params_file)
+        ((self.dataset_name, overrides),) = dataset_configs.items()
+        self.dataset_spec = self._dataset_spec(self.dataset_name, overrides)
+        self.export_dir = self.params.paths.raw_dir() / self.dataset_name
         self.tokenizer_name = tokenizer_name or tokenizer_dir_name(tokenizer)
         super().__init__(
             self.params.paths.tokenized_dir(self.tokenizer_name),
@@ -73,9 +76,6 @@ class LightningDataModule(TokenDataModule):
             seed=seed,
             num_workers=num_workers,
         )
-        ((self.dataset_name, overrides),) = dataset_configs.items()
-        self.dataset_spec = self._dataset_spec(self.dataset_name, overrides)
-        self.export_dir = self.params.paths.raw_dir() / self.dataset_name
 
     def _dataset_spec(self, name: str, overrides: Mapping[str, Any]) -> DatasetSpec:
         known = self.params.download.datasets.get(name)

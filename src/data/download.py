@@ -82,6 +82,7 @@ def download_dataset(
             if any(p.validation_mask is not None for p in plans)
             else "from source"
         ),
+        splits={},  # write_export fills them in
     )
     target = raw / name
     written = write_export(dataset, spec.text_column, plans, target, manifest)

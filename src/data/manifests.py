@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -111,7 +111,8 @@ class ExportManifest(_Manifest):
     source: ExportSource
     validation_split: dict[str, Any] | str
     """``{"fraction", "seed"}`` when carved out of ``train``, or ``"from source"``."""
-    splits: dict[str, ExportSplit] = field(default_factory=dict)
+    splits: dict[str, ExportSplit]
+    """The exported splits (filled in by :func:`~src.data.raw_export.write_export`)."""
     format: str = EXPORT_FORMAT
 
     _format: ClassVar[FormatCheck] = FormatCheck("download", "format", EXPORT_FORMAT)

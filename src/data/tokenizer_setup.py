@@ -98,11 +98,11 @@ def tokenizer_dir_name(tokenizer: Any) -> str:
     a Hub tokenizer uses its id; another folder its base name.
     """
     source = str(getattr(tokenizer, "name_or_path", "") or "")
+    if not source:
+        raise ConfigError("tokenizer: it has no name; pass tokenizer_name= to the data module")
     path = Path(source)
     if path.is_dir():
         if path.name == "tokenizer" and (path.parent / "manifest.json").is_file():
             return path.parent.name
         return path.name
-    if not source:
-        raise ConfigError("tokenizer: it has no name; pass tokenizer_name= to the data module")
     return source

@@ -87,6 +87,8 @@ class StepRecorder(L.Callback):
         val_loss = float(trainer.callback_metrics["val_loss"])
         result = {"val_loss": val_loss, "val_perplexity": perplexity(val_loss)}
         step = self.step(trainer)
+        if self.history.val.get(step) == result:
+            return  # the final validation of weights already validated at this step: logged once
         self.history.val[step] = result
         if trainer.is_global_zero:
             last = self.history.train[-1] if self.history.train else {}

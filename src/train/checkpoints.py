@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import pickle
 import random
 import re
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from src.errors import PipelineError
 from src.paths import display_path
 from src.train.history import History
 from src.utils.files import atomic_file
@@ -41,6 +43,9 @@ OPERATIONAL_KEYS = {
     "ray.address",
     "ray.storage_path",
     "ray.max_failures",
+    "mlflow.tracking_uri",  # where the numbers are recorded, not what they are
+    "mlflow.experiment_name",
+    "mlflow.register_model",
 }
 
 
@@ -122,7 +127,13 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def rng_states() -> dict[str, Any]:
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every random generator's state as tensors and plain data (loadable with ``weights_only``)."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian],
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -130,7 +141,8 @@ def rng_states() -> dict[str, Any]:
 
 def restore_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
+    kind, keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -142,8 +154,26 @@ def write_state(path: Path, state: CheckpointState) -> None:
         torch.save(state.to_dict(), handle)
 
 
+class UnsafeCheckpointError(PipelineError):
+    """A checkpoint holds objects other than tensors and plain data: loading it could run code."""
+
+
 def read_state(path: Path) -> CheckpointState:
-    return CheckpointState.from_dict(torch.load(path, map_location="cpu", weights_only=False))
+    """Load a checkpoint with ``weights_only=True``: tensors and plain data only, never code.
+
+    A file that needs more is refused (:class:`UnsafeCheckpointError`), not skipped: it was not
+    written by this pipeline, and it is left in place for whoever wrote it.
+    """
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "GLOBAL" not in str(error):
+            raise  # damaged bytes, not a forbidden object: the caller falls back to an older checkpoint
+        raise UnsafeCheckpointError(
+            f"{display_path(path)}: refused, it holds objects other than tensors and plain data "
+            "(loading it could run code); delete it if you did not write it"
+        ) from None
+    return CheckpointState.from_dict(data)
 
 
 def save_checkpoint(folder: Path, step: int, state: CheckpointState, keep: int) -> Path:
@@ -160,8 +190,16 @@ def newest_readable(paths: Iterable[Path]) -> tuple[Path, CheckpointState] | Non
     for path in reversed(list(paths)):
         try:
             return path, read_state(path)
+        except UnsafeCheckpointError:
+            raise
         except Exception as error:  # a file cut short by a kill, or of another version: try the one before
-            log.warning("%s is unreadable (%s); trying an older checkpoint", display_path(path), error)
+            last_line = (str(error).strip().splitlines() or [""])[-1][:200]
+            log.warning(
+                "%s is unreadable (%s: %s); trying an older checkpoint",
+                display_path(path),
+                type(error).__name__,
+                last_line,
+            )
     return None
 
 

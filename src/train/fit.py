@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from src.config import Params
-from src.paths import PROJECT_ROOT
+from src.paths import PROJECT_ROOT, display_path, resolve_path
 from src.train.backends import Backend
 from src.train.history import History
 from src.train.outputs import write_outputs
@@ -90,9 +90,25 @@ def open_run(params: Params, root: Path, inputs: RunInputs) -> RunTracker:
     else:
         tags = run_tags(inputs.manifest, inputs.manifest_sha256, inputs.token_dir, root)
         tracker.start(run_name, tags, inputs.settings)
+        log_training_data(params, root, inputs, tracker)
         if resumed:
             for metrics, step in History.from_state(resumed.history.state()).tracked():
                 tracker.log_metrics(metrics, step)
             tracker.flush()
     log.info("MLflow run %s in %s", tracker.run_id, tracker.client.tracking_uri)
     return tracker
+
+
+def log_training_data(params: Params, root: Path, inputs: RunInputs, tracker: RunTracker) -> None:
+    """The token folder as the run's MLflow dataset: named like ``tokenized/bpe``, with the token
+    manifest's hash as digest and the export it was made from as source."""
+    manifest = inputs.manifest
+    cache_dir = resolve_path(params.paths.cache_dir, root)
+    profile = {f"{split}_tokens": info.tokens for split, info in manifest.splits.items()}
+    profile.update(tokenizer=manifest.tokenizer.name, vocab_size=manifest.tokenizer.vocab_size)
+    tracker.log_dataset(
+        name=inputs.token_dir.relative_to(cache_dir).as_posix(),
+        digest=inputs.manifest_sha256,
+        source=display_path(params.paths.raw_dir(root) / manifest.source.dataset, root),
+        profile=profile,
+    )

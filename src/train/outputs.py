@@ -21,6 +21,9 @@ from src.utils.files import atomic_directory
 
 log = logging.getLogger(__name__)
 
+#: Metrics with one value per run; the rest (losses, perplexity) are curves over the steps.
+SUMMARY_METRICS = ("steps", "tokens_per_s", "tokens_seen", "unigram_perplexity")
+
 
 def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, tracker: RunTracker) -> None:
     """The model folder, metrics.json, plots and the text sample, each mirrored to MLflow."""
@@ -37,15 +40,19 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
         model, tokenizer, params.train.sample_prompt, params.train.sample_tokens, params.train.seed
     )
     log.info("sample after training:\n%s", samples)
-    # The same keys as metrics.json at the last step: the run's latest values equal the file.
-    tracker.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, metrics["steps"], flush=True)
+    # The curves' last points (train_loss, val_loss, val_perplexity) were logged as they happened; the
+    # summaries go at step 0, so the UI shows them as values, not as one dot at the end of a chart.
+    # Either way the run's latest values equal metrics.json.
+    summary = {k: metrics[k] for k in SUMMARY_METRICS if math.isfinite(metrics[k])}
+    tracker.log_metrics(summary, 0, flush=True)
     (root / "tmp").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root / "tmp") as scratch:
         sample_file = Path(scratch) / "samples.txt"
         sample_file.write_text(samples, encoding="utf-8")
         tracker.log_artifact(sample_file)
-    tracker.log_artifacts(model_dir, "model")
     tracker.log_artifacts(plots_dir, "plots")
+    model_uri = tracker.log_model(model, tokenizer, params.train.sample_prompt, params.mlflow.register_model)
+    log.info("logged model %s%s", model_uri, _registered(params.mlflow.register_model))
     log.info(
         "val perplexity %.1f (unigram baseline %.1f), %s tokens at %.0f tokens/s; see the runs: make ui",
         metrics["val_perplexity"],
@@ -53,3 +60,7 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
         f"{metrics['tokens_seen']:,}",
         metrics["tokens_per_s"],
     )
+
+
+def _registered(name: str) -> str:
+    return f", registered as a new version of {name!r}" if name else ""

@@ -13,8 +13,12 @@ the data it trained on.
 from __future__ import annotations
 
 import fcntl
+import getpass
+import json
+import logging
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +33,12 @@ from src.errors import PipelineError
 from src.paths import PROJECT_ROOT, display_path, workspace_root
 
 _SQLITE = "sqlite:///"
+
+#: MLflow's mark for an experiment of model training: its UI then opens on the runs, not on traces.
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
+#: The store keeps at most this many characters of a dataset digest (the full hash is a run tag).
+DATASET_DIGEST_CHARS = 32
 
 #: Metrics are sent in batches: one SQLite transaction per step would slow training.
 _FLUSH_EVERY_S = 5.0
@@ -105,13 +115,15 @@ class RunTracker:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        self.client = MlflowClient(tracking_uri=uri)
         self.run_id = run_id
         self._pending: list = []
         self._last_flush = time.monotonic()
         if run_id is not None:
+            self.client = MlflowClient(tracking_uri=uri)
             return
         with _store_lock(uri):
+            # Opening a SQLite store creates and migrates its tables: parallel runs must not race there.
+            self.client = MlflowClient(tracking_uri=uri)
             try:
                 experiment = self.client.get_experiment_by_name(experiment_name)
             except MlflowException as error:
@@ -119,13 +131,16 @@ class RunTracker:
                     f"mlflow.tracking_uri: cannot reach {uri} ({str(error).strip().splitlines()[0][:200]}); "
                     'start the server, or set mlflow.tracking_uri to "" to use mlflow.db at the project root'
                 ) from None
-            if experiment is not None:
-                self.experiment_id = experiment.experiment_id
-            else:
-                location = local_artifact_root(uri)
+            if experiment is None:
                 self.experiment_id = self.client.create_experiment(
-                    experiment_name, artifact_location=location
+                    experiment_name,
+                    artifact_location=local_artifact_root(uri),
+                    tags={EXPERIMENT_KIND_TAG: TRAINING_KIND},
                 )
+            else:
+                self.experiment_id = experiment.experiment_id
+                if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older version
+                    self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
 
     def start(self, run_name: str | None, tags: Mapping[str, str], params: Mapping[str, str]) -> str:
         from mlflow.entities import Param, RunTag
@@ -174,6 +189,49 @@ class RunTracker:
             self.client.log_batch(self.run_id, metrics=batch)
         self._last_flush = time.monotonic()
 
+    def log_dataset(self, name: str, digest: str, source: str, profile: Mapping[str, Any]) -> None:
+        """Record the data the run trained and validated on (the UI's Dataset column)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(
+            name=name,
+            digest=digest[:DATASET_DIGEST_CHARS],
+            source_type="local",
+            source=json.dumps({"uri": source}),
+            profile=json.dumps(dict(profile), sort_keys=True),
+        )
+        context = InputTag("mlflow.data.context", "training")
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=[context])])
+
+    def log_model(self, model: Any, tokenizer: Any, input_example: str, registered_name: str | None) -> str:
+        """Log a ``transformers`` model as the run's MLflow model (and register a version); its URI.
+
+        The fluent API is the only way to log a model, so the run is made active for this
+        call alone, in the run's own store.
+        """
+        import mlflow
+        import mlflow.transformers
+
+        previous = mlflow.get_tracking_uri()
+        chatty = logging.getLogger("mlflow.transformers")  # no model card or license offline: expected
+        level = chatty.level
+        mlflow.set_tracking_uri(self.client.tracking_uri)
+        chatty.setLevel(logging.ERROR)
+        try:
+            with mlflow.start_run(run_id=self.run_id):
+                info = mlflow.transformers.log_model(
+                    {"model": model, "tokenizer": tokenizer},
+                    name="model",
+                    task="text-generation",
+                    input_example=input_example,
+                    registered_model_name=registered_name or None,
+                    pip_requirements=_pinned(("torch", "transformers", "tokenizers")),
+                )
+        finally:
+            chatty.setLevel(level)
+            mlflow.set_tracking_uri(previous)
+        return info.model_uri
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
@@ -197,6 +255,24 @@ def dvc_experiment_name() -> str | None:
     return os.environ.get("DVC_EXP_NAME") or None
 
 
+def _pinned(packages: tuple[str, ...]) -> list[str]:
+    """``name==version`` of installed packages (MLflow would otherwise guess, and ask for torchvision)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in packages]
+
+
+def source_tags(root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """MLflow's own tags for where a run came from: the UI's User, Source and Version columns."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    name = display_path(script.resolve(), root) if script is not None and script.is_file() else "python"
+    tags = {"mlflow.source.name": name, "mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser()}
+    commit = git_commit(root)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
 def run_tags(
     token_manifest: TokenManifest, token_manifest_sha256: str, token_dir: Path, root: Path = PROJECT_ROOT
 ) -> dict[str, str]:
@@ -210,9 +286,7 @@ def run_tags(
     dvc_md5 = locked_out_md5(token_dir, root)
     if dvc_md5:
         tags["dvc.tokenized.md5"] = dvc_md5  # the hash ``dvc exp show`` lists for the train stage's data
-    commit = git_commit(root)
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
+    tags.update(source_tags(root))
     if dvc_experiment_name():
         tags[EXP_NAME_TAG] = dvc_experiment_name()
     baseline = os.environ.get("DVC_EXP_BASELINE_REV")

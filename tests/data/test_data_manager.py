@@ -1,30 +1,27 @@
-"""The seed's data module: prepare once, memory-map, windows of max_length."""
+"""The seed's data module: download and tokenize once in prepare_data, then read like the train stage."""
 
 from __future__ import annotations
 
-from itertools import islice
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-import torch
 from transformers import AutoTokenizer
 
+from src.config import load_params
 from src.data.data_manager import LightningDataModule
-from src.data.tokenize_corpus import tokenize_from_params
 from src.data.tokenizer_setup import train_bpe
-from src.errors import PipelineError
+from src.errors import ConfigError, PipelineError
 
 
 def identities(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
-def test_seed_snippet_downloads_tokenizes_once_and_yields_windows(
-    tiny_params_file: Path, tiny_params
-) -> None:
+def test_seed_snippet_downloads_tokenizes_once_and_yields_windows(make_params, tmp_path: Path) -> None:
+    params_file = make_params(tmp_path, data="empty")
+    params = load_params(params_file)
     tokenizer = train_bpe(
-        iter(["In the beginning God created the heaven and the earth."] * 50), tiny_params.tokenize
+        iter(["In the beginning God created the heaven and the earth."] * 50), params.tokenize
     )
     dm = LightningDataModule(
         tokenizer=tokenizer,
@@ -32,37 +29,39 @@ def test_seed_snippet_downloads_tokenizes_once_and_yields_windows(
         batch_size=8,
         max_length=32,
         tokenizer_name="mine",
-        params_file=tiny_params_file,
+        params_file=params_file,
     )
+    token_dir = params.paths.tokenized_dir("mine")
+    assert dm.token_dir == token_dir and not token_dir.exists()
     dm.prepare_data()
-    token_dir = tiny_params.paths.tokenized_dir("mine")
-    assert (tiny_params.paths.raw_dir() / "kjv" / "manifest.json").is_file()
+    assert (params.paths.raw_dir() / "kjv" / "manifest.json").is_file()
     assert (token_dir / "train.bin").is_file()
-    before = identities(token_dir)
+    before = identities(params.paths.raw_dir().parent)
     dm.prepare_data()
-    assert identities(token_dir) == before, "a second prepare_data() does no work"
+    assert identities(params.paths.raw_dir().parent) == before, "a second prepare_data() does no work"
 
     dm.setup("fit")
+    assert dm.manifest.tokenizer.name == "mine" and dm.manifest.tokenizer.kind == "given to the data module"
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == (8, 32) and batch["labels"].shape == (8, 32)
-    val_batches = list(dm.val_dataloader())
-    assert sum(len(b["input_ids"]) for b in val_batches) == -(-len(dm.val_tokens) // 32)
-
-    # Under a trainer of two ranks, each rank reads its own half of every global batch.
-    alone = torch.cat([b["input_ids"] for b in islice(dm.train_dataloader(), 2)])  # 16 windows
-    shards = []
-    for rank in (0, 1):
-        dm.trainer = SimpleNamespace(global_rank=rank, world_size=2)
-        shards.append(torch.cat([b["input_ids"] for b in islice(dm.train_dataloader(), 1)]))
-    assert sorted(torch.cat(shards).tolist()) == sorted(alone.tolist())
-    assert not torch.equal(shards[0], shards[1])
 
 
-def test_tokens_of_another_tokenizer_are_refused(
-    tiny_params_file: Path, tiny_params, tiny_export: Path
-) -> None:
-    token_dir = tokenize_from_params(tiny_params)
-    stranger = train_bpe(iter(["something else entirely"] * 20), tiny_params.tokenize)
+def test_stale_tokens_are_made_again(make_params, tmp_path: Path) -> None:
+    params_file = make_params(tmp_path, data="copy")
+    token_dir = load_params(params_file).paths.tokenized_dir("bpe")
+    own = AutoTokenizer.from_pretrained(str(token_dir / "tokenizer"))
+    good = (token_dir / "train.bin").read_bytes()
+    (token_dir / "train.bin").write_bytes(good[:100])
+    dm = LightningDataModule(tokenizer=own, dataset_configs={"kjv": {}}, params_file=params_file)
+    with pytest.raises(PipelineError, match=r"train.bin: truncated or damaged"):
+        dm.setup("fit")  # setup only reads
+    dm.prepare_data()
+    assert (token_dir / "train.bin").read_bytes() == good
+    dm.setup("fit")
+
+
+def test_tokens_of_another_tokenizer_are_refused(tiny_params_file: Path, token_dir: Path) -> None:
+    stranger = train_bpe(iter(["something else entirely"] * 20), load_params(tiny_params_file).tokenize)
     dm = LightningDataModule(
         tokenizer=stranger, dataset_configs={"kjv": {}}, tokenizer_name="bpe", params_file=tiny_params_file
     )
@@ -74,7 +73,15 @@ def test_tokens_of_another_tokenizer_are_refused(
     dm.setup("fit")
 
 
-def test_unknown_dataset_needs_a_path(tiny_params_file: Path, tiny_params) -> None:
-    tokenizer = train_bpe(iter(["a b c"] * 20), tiny_params.tokenize)
-    with pytest.raises(Exception, match=r"dataset_configs.nope: not in params.yaml download.datasets"):
+def test_unknown_dataset_needs_a_path(tiny_params_file: Path) -> None:
+    tokenizer = train_bpe(iter(["a b c"] * 20), load_params(tiny_params_file).tokenize)
+    with pytest.raises(
+        ConfigError, match=r"^dataset_configs.nope: not in params.yaml download.datasets; give its 'path'$"
+    ):
         LightningDataModule(tokenizer=tokenizer, dataset_configs={"nope": {}}, params_file=tiny_params_file)
+    with pytest.raises(
+        ConfigError, match=r"^dataset_configs: expected exactly one dataset, got \['a', 'b'\]$"
+    ):
+        LightningDataModule(
+            tokenizer=tokenizer, dataset_configs={"a": {}, "b": {}}, params_file=tiny_params_file
+        )

@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from datasets import Dataset
 
+from src.data.manifests import ExportManifest, ExportSource
 from src.data.raw_export import plan_splits, read_manifest, write_export
+from src.errors import PipelineError
 
 
 def test_split_is_a_pure_function_of_rows_fraction_and_seed() -> None:
@@ -29,24 +32,40 @@ def test_source_validation_split_is_kept() -> None:
     ]
 
 
+def toy_manifest() -> ExportManifest:
+    source = ExportSource("json", None, "toy.jsonl", None, "text", {"toy.jsonl": "0" * 64}, {"train": 23})
+    return ExportManifest(
+        dataset="toy", source=source, validation_split={"fraction": 0.25, "seed": 0}, splits={}
+    )
+
+
 def test_export_writes_jsonl_and_manifest_and_skips_blank_rows(tmp_path: Path) -> None:
     texts = [f"document {i}" for i in range(20)] + ["", "   ", None]
     splits = {"train": Dataset.from_dict({"text": texts, "id": list(range(len(texts)))})}
     plans = plan_splits({"train": len(texts)}, 0.25, seed=0)
-    manifest = write_export(splits, "text", plans, tmp_path / "out", {"dataset": "toy"})
+    manifest = write_export(splits, "text", plans, tmp_path / "out", toy_manifest())
     on_disk = read_manifest(tmp_path / "out")
-    assert on_disk == json.loads(json.dumps(manifest))
+    assert on_disk == manifest
+    assert (on_disk.dataset, on_disk.source) == ("toy", toy_manifest().source)
+    assert (tmp_path / "out" / "manifest.json").read_text() == manifest.to_json()
     rows = {
-        split: [
-            json.loads(line)["text"] for line in (tmp_path / "out" / info["file"]).read_text().splitlines()
-        ]
-        for split, info in on_disk["splits"].items()
+        split: [json.loads(line)["text"] for line in (tmp_path / "out" / info.file).read_text().splitlines()]
+        for split, info in on_disk.splits.items()
     }
     assert sorted(rows["train"] + rows["validation"]) == sorted(texts[:20])
-    assert {split: len(r) for split, r in rows.items()} == {
-        s: i["rows"] for s, i in on_disk["splits"].items()
-    }
+    assert {split: len(r) for split, r in rows.items()} == {s: i.rows for s, i in on_disk.splits.items()}
+    assert {s: i.rows for s, i in on_disk.splits.items()} == {"train": 15, "validation": 5}
     assert rows["train"] == sorted(rows["train"], key=lambda t: int(t.split()[1]))  # source order kept
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "manifest.json",
+        "train.jsonl",
+        "validation.jsonl",
+    ]
+
+
+def test_missing_export_says_which_stage_makes_it(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match=r"no export here; run `dvc repro download` first$"):
+        read_manifest(tmp_path / "nothing")
 
 
 def test_fast_line_parser_agrees_with_json() -> None:

@@ -3,38 +3,41 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from src.config import Params
+from src.config import TokenizeConfig, load_params
+from src.data.manifests import TokenSplit
 from src.data.raw_export import read_manifest
-from src.data.token_files import token_dtype
-from src.data.tokenize_corpus import encode_split, iter_documents, tokenize_export, tokenize_from_params
+from src.data.token_files import read_token_manifest
+from src.data.tokenize_corpus import (
+    encode_split,
+    is_up_to_date,
+    iter_documents,
+    tokenize_export,
+    tokenize_from_params,
+)
 from src.data.tokenizer_setup import train_bpe
 from src.errors import PipelineError
 
 
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_stage_output_is_byte_identical_across_runs_and_thread_counts(
-    tiny_params: Params, tiny_export: Path
+    make_params, token_dir: Path, tmp_path: Path, folder_bytes
 ) -> None:
-    first = files_of(tokenize_from_params(tiny_params))
-    again = files_of(tokenize_from_params(tiny_params))
-    one_thread = dataclasses.replace(
-        tiny_params, tokenize=dataclasses.replace(tiny_params.tokenize, num_proc=1)
-    )
-    single = files_of(tokenize_from_params(one_thread))
-    assert first == again == single
-    assert {"train.bin", "validation.bin", "manifest.json", "tokenizer/tokenizer.json"} <= set(first)
+    params = load_params(make_params(tmp_path / "own", data="export"))
+    shared = folder_bytes(token_dir)  # made by the same stage code, with every core
+    again = folder_bytes(tokenize_from_params(params))
+    one_thread = dataclasses.replace(params, tokenize=dataclasses.replace(params.tokenize, num_proc=1))
+    single = folder_bytes(tokenize_from_params(one_thread))
+    assert shared == again == single
+    assert {"train.bin", "validation.bin", "manifest.json", "tokenizer/tokenizer.json"} <= set(shared)
 
 
-def test_chunk_size_does_not_change_the_bytes(tiny_params: Params, tiny_export: Path, tmp_path: Path) -> None:
+def test_chunk_size_does_not_change_the_bytes(
+    tiny_params, tiny_export: Path, tmp_path: Path, folder_bytes
+) -> None:
     tokenizer = train_bpe(iter_documents(tiny_export / "train.jsonl"), tiny_params.tokenize)
     outputs = []
     for chunk_bytes, threads in ((1 << 20, 2), (2_000, 2), (300, 1)):
@@ -42,28 +45,33 @@ def test_chunk_size_does_not_change_the_bytes(tiny_params: Params, tiny_export: 
         tokenize_export(
             tiny_export, out, tokenizer, name="bpe", kind="test", threads=threads, chunk_bytes=chunk_bytes
         )
-        outputs.append(files_of(out))
+        outputs.append(folder_bytes(out))
     assert outputs[0] == outputs[1] == outputs[2]
 
 
-def test_manifest_counts_match_the_files(tiny_params: Params, tiny_export: Path) -> None:
-    token_dir = tokenize_from_params(tiny_params)
-    manifest = json.loads((token_dir / "manifest.json").read_text())
+def test_manifest_counts_match_the_files(token_dir: Path, tiny_export: Path) -> None:
+    manifest = read_token_manifest(token_dir)
     export = read_manifest(tiny_export)
-    eos = manifest["tokenizer"]["eos_id"]
-    assert manifest["dtype"] == "uint16"
-    assert manifest["source"]["dataset"] == "kjv"
-    for split, info in manifest["splits"].items():
-        ids = np.fromfile(token_dir / info["file"], dtype="<u2")
-        assert ids.size == info["tokens"]
-        assert info["documents"] == export["splits"][split]["rows"] == int((ids == eos).sum())
+    eos = manifest.tokenizer.eos_id
+    assert manifest.dtype == "uint16"
+    assert manifest.source.dataset == "kjv"
+    assert (manifest.tokenizer.name, manifest.tokenizer.vocab_size) == ("bpe", 600)
+    assert manifest.tokenizer.settings == {
+        "vocab_size": 600,
+        "min_frequency": 2,
+        "special_tokens": ["<|endoftext|>"],
+    }
+    assert set(manifest.splits) == set(export.splits) == {"train", "validation"}
+    for split, info in manifest.splits.items():
+        ids = np.fromfile(token_dir / info.file, dtype="<u2")
+        assert ids.size == info.tokens
+        assert info.documents == export.splits[split].rows == int((ids == eos).sum())
         assert ids[-1] == eos
 
 
-def test_ids_equal_the_hugging_face_tokenizer_per_document(tiny_params: Params, tiny_export: Path) -> None:
+def test_ids_equal_the_hugging_face_tokenizer_per_document(token_dir: Path, tiny_export: Path) -> None:
     from transformers import AutoTokenizer
 
-    token_dir = tokenize_from_params(tiny_params)
     tokenizer = AutoTokenizer.from_pretrained(str(token_dir / "tokenizer"))
     eos = tokenizer.eos_token_id
     for split in ("train", "validation"):
@@ -72,11 +80,19 @@ def test_ids_equal_the_hugging_face_tokenizer_per_document(tiny_params: Params, 
         assert np.fromfile(token_dir / f"{split}.bin", dtype="<u2").tolist() == expected
 
 
-def test_dtype_follows_vocabulary_size() -> None:
-    assert token_dtype(8192) == np.uint16
-    assert token_dtype(65_535) == np.uint16
-    assert token_dtype(65_536) == np.uint32
-    assert token_dtype(200_000) == np.uint32
+def test_up_to_date_only_with_the_same_tokenizer_export_and_intact_files(
+    token_dir: Path, tiny_export: Path, tmp_path: Path, make_params
+) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(token_dir / "tokenizer"))
+    assert is_up_to_date(token_dir, tokenizer, tiny_export)
+    stranger = train_bpe(iter(["something else entirely"] * 20), TokenizeConfig(vocab_size=300))
+    assert not is_up_to_date(token_dir, stranger, tiny_export)
+    copy = load_params(make_params(tmp_path / "copy", data="copy")).paths.tokenized_dir("bpe")
+    (copy / "validation.bin").write_bytes(b"")
+    assert not is_up_to_date(copy, tokenizer, tiny_export)
+    assert not is_up_to_date(tmp_path / "nothing", tokenizer, tiny_export)
 
 
 def test_ids_that_do_not_fit_the_dtype_are_refused(tmp_path: Path) -> None:
@@ -90,9 +106,13 @@ def test_ids_that_do_not_fit_the_dtype_are_refused(tmp_path: Path) -> None:
     source.write_text('{"text": "a"}\n')
     with pytest.raises(PipelineError, match="token id 70000 does not fit uint16"):
         encode_split(source, tmp_path / "x.bin", Wide(), np.dtype("<u2"), threads=1)
-    assert encode_split(source, tmp_path / "y.bin", Wide(), np.dtype("<u4"), threads=1)["tokens"] == 2
+    written = encode_split(source, tmp_path / "y.bin", Wide(), np.dtype("<u4"), threads=1)
+    assert isinstance(written, TokenSplit)
+    assert (written.file, written.tokens, written.documents) == ("y.bin", 2, 1)
+    assert np.fromfile(tmp_path / "y.bin", dtype="<u4").tolist() == [70_000, 1]
 
 
-def test_missing_export_is_a_clear_error(tiny_params: Params) -> None:
+def test_missing_export_is_a_clear_error(make_params, tmp_path: Path) -> None:
+    params = load_params(make_params(tmp_path, data="empty"))
     with pytest.raises(PipelineError, match=r"no export here; run `dvc repro download` first"):
-        tokenize_from_params(tiny_params)
+        tokenize_from_params(params)

@@ -13,7 +13,7 @@ from src.config import TokenizeConfig
 from src.data.fast_encoder import PROBE_TEXTS, TiktokenEncoder, TokenizersEncoder, build_encoder
 from src.data.tokenize_corpus import iter_documents
 from src.data.tokenizer_setup import load_pretrained, tokenizer_dir_name, tokenizer_fingerprint, train_bpe
-from src.errors import PipelineError
+from src.errors import ConfigError, PipelineError
 
 CONFIG = TokenizeConfig(vocab_size=600)
 
@@ -23,12 +23,11 @@ def documents(tiny_export: Path) -> list[str]:
     return list(iter_documents(tiny_export / "train.jsonl"))
 
 
-def test_training_is_deterministic(documents: list[str], tmp_path: Path) -> None:
-    for name in ("a", "b"):
-        train_bpe(iter(documents), CONFIG).save_pretrained(str(tmp_path / name))
-    assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (
-        tmp_path / "b" / "tokenizer.json"
-    ).read_bytes()
+def test_training_is_deterministic(documents: list[str], token_dir: Path, tmp_path: Path) -> None:
+    """Trained again here, the BPE is byte for byte the one the tokenize stage trained for the session."""
+    train_bpe(iter(documents), CONFIG).save_pretrained(str(tmp_path / "again"))
+    stage = (token_dir / "tokenizer" / "tokenizer.json").read_bytes()
+    assert (tmp_path / "again" / "tokenizer.json").read_bytes() == stage
 
 
 def test_round_trip_and_fingerprint_survive_save_and_load(documents: list[str], tmp_path: Path) -> None:
@@ -62,11 +61,21 @@ def test_tokenizer_without_tiktoken_form_falls_back(documents: list[str]) -> Non
     assert ids == [*tokenizer("hello world")["input_ids"], tokenizer.eos_token_id]
 
 
-def test_dir_name_of_a_tokenizer_from_the_token_folder(tiny_params, tiny_export: Path) -> None:
-    from src.data.tokenize_corpus import tokenize_from_params
-
-    token_dir = tokenize_from_params(tiny_params)
+def test_dir_name_of_a_tokenizer_from_the_token_folder(token_dir: Path, tmp_path: Path) -> None:
     assert tokenizer_dir_name(AutoTokenizer.from_pretrained(str(token_dir / "tokenizer"))) == "bpe"
+    tokenizer = train_bpe(iter(["a b c"] * 20), TokenizeConfig(vocab_size=300))
+    tokenizer.save_pretrained(str(tmp_path / "mine"))
+    assert tokenizer_dir_name(AutoTokenizer.from_pretrained(str(tmp_path / "mine"))) == "mine"
+
+
+def test_a_tokenizer_without_a_name_needs_one() -> None:
+    """Path('') is the current folder: the name check must come first, or tokenized/ itself is used."""
+    tokenizer = train_bpe(iter(["a b c"] * 20), TokenizeConfig(vocab_size=300))
+    assert tokenizer.name_or_path == ""
+    with pytest.raises(
+        ConfigError, match=r"^tokenizer: it has no name; pass tokenizer_name= to the data module$"
+    ):
+        tokenizer_dir_name(tokenizer)
 
 
 def test_hub_tokenizer_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

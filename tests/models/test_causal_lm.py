@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from src.config import ModelConfig, TrainConfig
+from src.errors import ConfigError, PipelineError
 from src.models.causal_lm import CausalLM, Vocabulary, build_model
 from src.models.optim import build_optimizer
 
@@ -37,11 +38,8 @@ def test_tiny_model_overfits_one_batch(tmp_path: Path) -> None:
     assert loss.item() < 0.2
 
 
-def test_pretrained_model_offline_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
-    import pytest
-
+def test_pretrained_model_offline_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import src.utils.hub as hub
-    from src.errors import PipelineError
 
     monkeypatch.setattr(hub, "use_offline_hub", lambda: None)  # keep this test process online
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -59,7 +57,11 @@ def test_pretrained_model_from_a_folder(tmp_path: Path) -> None:
         torch.equal(a, b)
         for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
     )
-    with pytest.raises(Exception, match="fewer embeddings than the tokenizer's 50 tokens"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^model.pretrained: '.*mine' has fewer embeddings than the tokenizer's 50 tokens; "
+        r"tokenize with its own tokenizer$",
+    ):
         build_model(ModelConfig(pretrained=str(tmp_path / "mine")), Vocabulary(50, 0), 16, tmp_path)
 
 

@@ -1,30 +1,71 @@
-"""Checkpoints: atomic, pruned to the newest K, resumed only with the same settings and tokens."""
+"""Checkpoints: atomic, pruned to the newest K, resumed only with the same settings, inputs and code."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import torch
+
 from src.train.checkpoints import (
+    CHECKPOINT_VERSION,
+    CheckpointState,
+    code_fingerprint,
     find_resumable,
     list_checkpoints,
+    newest_readable,
+    read_state,
+    rng_states,
     run_fingerprint,
     save_checkpoint,
     shaping_settings,
+    write_state,
 )
+from src.train.history import History
 
 SETTINGS = {"train.lr": "0.003", "train.seed": "0", "train.resume": "auto"}
-
-
 INPUTS = {"tokenized data": "t1", "code": "c1"}
 
 
-def state(step: int, settings: dict[str, str] = SETTINGS, inputs: dict[str, str] = INPUTS) -> dict:
-    return {
-        "step": step,
-        "fingerprint": run_fingerprint(settings, inputs),
-        "settings": shaping_settings(settings),
-        "inputs": inputs,
-    }
+def state(step: int, settings: dict[str, str] = SETTINGS, inputs: dict[str, str] = INPUTS) -> CheckpointState:
+    history = History(
+        train=[{"step": step, "train_loss": 2.0, "lr": 0.1, "tokens_per_s": 9.0}], tokens_seen=step
+    )
+    return CheckpointState(
+        fingerprint=run_fingerprint(settings, inputs),
+        settings=shaping_settings(settings),
+        inputs=inputs,
+        step=step,
+        model={"w": torch.full((2, 2), float(step))},
+        optimizer={"state": {}, "param_groups": [{"lr": 0.1}]},
+        scheduler={"last_epoch": step},
+        rng=rng_states(),
+        history=history,
+        mlflow_run_id="run-1",
+    )
+
+
+def test_state_round_trips_through_a_file(tmp_path: Path) -> None:
+    original = state(30)
+    write_state(tmp_path / "s.ckpt", original)
+    loaded = read_state(tmp_path / "s.ckpt")
+    assert isinstance(loaded.history, History) and loaded.history == original.history
+    assert torch.equal(loaded.model["w"], original.model["w"])
+    assert torch.equal(loaded.rng["torch"], original.rng["torch"])
+    same = ("fingerprint", "settings", "inputs", "step", "optimizer", "scheduler", "mlflow_run_id", "version")
+    assert {k: getattr(loaded, k) for k in same} == {k: getattr(original, k) for k in same}
+    assert loaded.version == CHECKPOINT_VERSION
+    assert CheckpointState.from_dict(original.to_dict()).history == original.history
+
+
+def test_a_checkpoint_of_another_version_is_not_read(tmp_path: Path) -> None:
+    old = {**state(10).to_dict(), "version": CHECKPOINT_VERSION - 1}
+    with pytest.raises(ValueError, match=rf"^checkpoint format {CHECKPOINT_VERSION - 1}, this version reads"):
+        CheckpointState.from_dict(old)
+    torch.save(old, tmp_path / "step-000000020.ckpt")
+    save_checkpoint(tmp_path, 10, state(10), keep=5)
+    path, found = newest_readable(list_checkpoints(tmp_path))
+    assert (path.name, found.step) == ("step-000000010.ckpt", 10)
 
 
 def test_newest_k_are_kept_and_the_newest_resumes(tmp_path: Path) -> None:
@@ -33,15 +74,18 @@ def test_newest_k_are_kept_and_the_newest_resumes(tmp_path: Path) -> None:
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000020.ckpt", "step-000000030.ckpt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
     resumed, reason = find_resumable(tmp_path, SETTINGS, INPUTS)
-    assert resumed["step"] == 30 and "step 30" in reason
+    assert resumed is not None and resumed.step == 30 and "step 30" in reason
+    assert torch.equal(resumed.model["w"], torch.full((2, 2), 30.0))
     operational = {**SETTINGS, "train.resume": "never"}  # does not change the numbers
-    assert find_resumable(tmp_path, operational, INPUTS)[0]["step"] == 30
+    assert find_resumable(tmp_path, operational, INPUTS)[0].step == 30
 
 
 def test_other_settings_start_afresh_and_say_what_changed(tmp_path: Path) -> None:
+    assert find_resumable(tmp_path, SETTINGS, INPUTS) == (None, "no checkpoint yet")
     save_checkpoint(tmp_path, 10, state(10), keep=2)
     resumed, reason = find_resumable(tmp_path, {**SETTINGS, "train.lr": "0.001"}, {**INPUTS, "code": "c2"})
     assert resumed is None
+    assert reason.startswith("starting afresh: ")
     assert "train.lr: 0.003 -> 0.001" in reason and "the code" in reason and "tokenized" not in reason
 
 
@@ -50,4 +94,26 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path: Path
         save_checkpoint(tmp_path, step, state(step), keep=2)
     (tmp_path / "step-000000020.ckpt").write_bytes(b"not a checkpoint")
     resumed, _ = find_resumable(tmp_path, SETTINGS, INPUTS)
-    assert resumed["step"] == 10
+    assert resumed is not None and resumed.step == 10
+    (tmp_path / "step-000000010.ckpt").write_bytes(b"")
+    assert find_resumable(tmp_path, SETTINGS, INPUTS) == (None, "no readable checkpoint")
+
+
+def test_code_fingerprint_hashes_the_given_files(tmp_path: Path) -> None:
+    for name, text in {"a.py": "x = 1\n", "pkg/b.py": "y = 2\n", "c.py": "z = 3\n"}.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    fingerprint = code_fingerprint(["pkg/b.py", "a.py"], tmp_path)
+    assert fingerprint == code_fingerprint(["a.py", "pkg/b.py"], tmp_path)  # order does not matter
+    (tmp_path / "c.py").write_text("z = 4\n")  # not listed
+    assert code_fingerprint(["a.py", "pkg/b.py"], tmp_path) == fingerprint
+    (tmp_path / "pkg" / "b.py").write_text("y = 3\n")
+    assert code_fingerprint(["a.py", "pkg/b.py"], tmp_path) != fingerprint
+    assert code_fingerprint(["a.py"], tmp_path) != code_fingerprint(["a.py", "c.py"], tmp_path)
+
+
+def test_the_operational_settings_do_not_shape_a_run() -> None:
+    changed = {**SETTINGS, "train.resume": "never"}
+    assert run_fingerprint(changed, INPUTS) == run_fingerprint(SETTINGS, INPUTS)
+    assert run_fingerprint({**SETTINGS, "train.seed": "1"}, INPUTS) != run_fingerprint(SETTINGS, INPUTS)
+    assert run_fingerprint(SETTINGS, {**INPUTS, "tokenized data": "t2"}) != run_fingerprint(SETTINGS, INPUTS)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import json
 import math
-import os
 import signal
 import subprocess
 import time
@@ -17,90 +16,98 @@ from mlflow import MlflowClient
 from transformers import AutoModelForCausalLM
 
 from src.config import load_params
+from src.errors import PipelineError
 from src.paths import PROJECT_ROOT
-from src.train.fit import fit
+from src.train.backends.local import LocalBackend
+from src.train.backends.ray_train import RayBackend, storage_location
+from src.train.fit import fit, select_backend
+from src.train.tracking import flatten
+from src.utils.typed_config import as_plain_dict
 
-pytestmark = pytest.mark.slow
-
-
-def runs_of(params) -> list:
-    client = MlflowClient(params.mlflow.tracking_uri)
-    experiment = client.get_experiment_by_name(params.mlflow.experiment_name)
-    return client.search_runs([experiment.experiment_id]) if experiment else []
+PLOTS = (("train_loss.csv", "train_loss"), ("val_loss.csv", "val_loss"), ("learning_rate.csv", "lr"))
 
 
-def curve(path: Path, column: str) -> list[float]:
-    with open(path) as handle:
-        return [float(row[column]) for row in csv.DictReader(handle)]
-
-
-def test_fit_writes_model_metrics_plots_and_one_mlflow_run(prepared, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.slow
+def test_fit_writes_model_metrics_plots_and_one_mlflow_run(
+    metric_history, tiny_params, curve, mlflow_runs, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("DVC_EXP_NAME", "tiny-exp")
-    monkeypatch.setenv("SOME_API_TOKEN", "secret-value-123")
-    metrics = fit(prepared, root=tmp_path)
-    assert json.loads(Path(prepared.paths.metrics_file).read_text()) == pytest.approx(metrics)
+    params = tiny_params
+    metrics = fit(params, root=tmp_path)
+    assert json.loads(Path(params.paths.metrics_file).read_text()) == pytest.approx(metrics)
     expected = {"train_loss", "val_loss", "val_perplexity", "unigram_perplexity", "tokens_per_s", "steps"}
     assert set(metrics) == expected | {"tokens_seen"}
     assert metrics["steps"] == 20 and metrics["tokens_seen"] == 20 * 4 * 32
-    assert (
-        metrics["val_perplexity"] < 600
-    )  # beats a uniform guess over the 600-token vocabulary after 20 steps
+    # Beats a uniform guess over the 600-token vocabulary after 20 steps.
+    assert metrics["val_perplexity"] < 600
+    assert metrics["val_perplexity"] == pytest.approx(math.exp(metrics["val_loss"]))
 
-    model = AutoModelForCausalLM.from_pretrained(prepared.paths.model_dir)
-    assert model.config.n_layer == 2 and (Path(prepared.paths.model_dir) / "tokenizer.json").is_file()
-    plots = Path(prepared.paths.plots_dir)
+    model = AutoModelForCausalLM.from_pretrained(params.paths.model_dir)
+    assert model.config.n_layer == 2 and (Path(params.paths.model_dir) / "tokenizer.json").is_file()
+    plots = Path(params.paths.plots_dir)
     assert curve(plots / "train_loss.csv", "step") == list(range(1, 21))
     assert curve(plots / "val_loss.csv", "step") == [5, 10, 15, 20]
+    assert curve(plots / "val_loss.csv", "val_loss")[-1] == pytest.approx(metrics["val_loss"])
 
-    (run,) = runs_of(prepared)
+    (run,) = mlflow_runs(params.mlflow.tracking_uri)
     assert run.info.status == "FINISHED" and run.info.run_name == "tiny-exp"
     assert run.data.tags["dvc.exp_name"] == "tiny-exp"
     assert len(run.data.tags["data.tokens.manifest_sha256"]) == 64
     assert len(run.data.tags["data.tokens.train_sha256"]) == 64
-    assert run.data.params["train.lr"] == str(prepared.train.lr)
+    # Exactly the params.yaml values, flattened: nothing else (no environment) becomes an MLflow param.
+    assert run.data.params == flatten(as_plain_dict(params))
+    assert run.data.params["train.lr"] == str(params.train.lr)
     assert run.data.params["model.n_embd"] == "16"
-    assert run.data.params["paths.cache_dir"] == prepared.paths.cache_dir
     for key, value in metrics.items():
         assert run.data.metrics[key] == pytest.approx(value), key  # latest values equal metrics.json
-    client = MlflowClient(prepared.mlflow.tracking_uri)
-    history = client.get_metric_history(run.info.run_id, "train_loss")
-    assert [m.step for m in history][:20] == list(range(1, 21))
+    logged = metric_history(params.mlflow.tracking_uri, run.info.run_id)
+    assert [step for step, _ in logged][:20] == list(range(1, 21))
+    client = MlflowClient(params.mlflow.tracking_uri)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"model", "plots", "samples.txt"} <= artifacts
-    db = Path(prepared.mlflow.tracking_uri.removeprefix("sqlite:///"))
+    assert {"plots", "samples.txt"} <= artifacts
+    db = Path(params.mlflow.tracking_uri.removeprefix("sqlite:///"))
     assert run.info.artifact_uri.startswith((db.parent / "mlruns").as_uri())  # beside the store, not the cwd
-    everything = json.dumps([run.data.params, run.data.tags])
-    assert "secret-value-123" not in everything
 
 
-def test_same_params_give_the_same_losses(prepared, tmp_path: Path) -> None:
-    import dataclasses
+@pytest.mark.slow
+def test_same_params_give_the_same_losses(
+    metric_history, tiny_params, curve, mlflow_runs, tmp_path: Path
+) -> None:
+    params = tiny_params
+    plots = Path(params.paths.plots_dir)
+    fit(params, root=tmp_path)
+    first = {name: curve(plots / name, column) for name, column in PLOTS}
 
-    fit(prepared, root=tmp_path)
-    first = curve(Path(prepared.paths.plots_dir) / "train_loss.csv", "train_loss")
-    again = fit(prepared, root=tmp_path)  # resume=auto: the final checkpoint is reused, nothing retrains
+    again = fit(params, root=tmp_path)  # resume=auto: the final checkpoint is reused, nothing retrains
     assert again["steps"] == 20
-    # The first run finished, so the second gets its own run, filled from the checkpoint's history.
-    second, first_run = runs_of(prepared)
-    client = MlflowClient(prepared.mlflow.tracking_uri)
-    first_curve, second_curve = (
-        sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_loss"))
-        for run in (first_run, second)
+    fresh = dataclasses.replace(params, train=dataclasses.replace(params.train, resume="never"))
+    fit(fresh, root=tmp_path)  # an independent run: checkpoints cleared, trained from step 0
+    independent, continued, first_run = mlflow_runs(params.mlflow.tracking_uri)  # newest first
+
+    # The independent run repeats the first one exactly.
+    assert {name: curve(plots / name, column) for name, column in PLOTS} == first
+    uri = params.mlflow.tracking_uri
+    expected = metric_history(uri, independent.info.run_id)
+    assert [step for step, _ in expected][:20] == list(range(1, 21))
+    assert metric_history(uri, first_run.info.run_id) == expected
+    # The first run had finished, so the reused checkpoint got a run of its own, filled from the
+    # history the checkpoint carries: complete, and equal to what an independent run logs.
+    assert metric_history(uri, continued.info.run_id) == expected
+    assert metric_history(uri, continued.info.run_id, "val_loss") == metric_history(
+        uri, independent.info.run_id, "val_loss"
     )
-    assert second_curve == first_curve and first_curve[0][0] == 1
-    assert second.data.metrics["val_loss"] == pytest.approx(first_run.data.metrics["val_loss"])
-
-    fresh = dataclasses.replace(prepared, train=dataclasses.replace(prepared.train, resume="never"))
-    fit(fresh, root=tmp_path)
-    assert len(runs_of(prepared)) == 3
-    assert curve(Path(prepared.paths.plots_dir) / "train_loss.csv", "train_loss") == first
+    assert continued.data.metrics["val_loss"] == pytest.approx(independent.data.metrics["val_loss"])
+    assert continued.info.run_id != first_run.info.run_id and continued.info.status == "FINISHED"
 
 
-def test_killed_run_resumes_exactly(prepared, params_variant, train_command, tmp_path: Path) -> None:
-    settings = {"max_steps": 300, "eval_every": 10, "checkpoint_every": 20}
+@pytest.mark.slow
+def test_killed_run_resumes_exactly(
+    metric_history, make_params, train_command, curve, mlflow_runs, tmp_path: Path
+) -> None:
+    settings = {"max_steps": 100, "eval_every": 10, "checkpoint_every": 20}
     dropout = {"dropout": 0.1}  # dropout draws random numbers: resume must restore the RNG too
-    straight = params_variant(tmp_path / "straight", model=dropout, **settings)
-    killed = params_variant(tmp_path / "killed", model=dropout, **settings)
+    straight = make_params(tmp_path / "straight", model=dropout, **settings)
+    killed = make_params(tmp_path / "killed", model=dropout, **settings)
     logs = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
 
     subprocess.run(train_command(straight), check=True, cwd=tmp_path, timeout=600, **logs)
@@ -123,52 +130,75 @@ def test_killed_run_resumes_exactly(prepared, params_variant, train_command, tmp
         assert b[key] == pytest.approx(a[key], abs=1e-6), key
     # The same windows in the same order, and the same losses: exact on an idle machine; one
     # loaded CI run once differed by 5e-7 between two separate processes, hence the tolerance.
-    for name, column in (
-        ("train_loss.csv", "train_loss"),
-        ("val_loss.csv", "val_loss"),
-        ("learning_rate.csv", "lr"),
-    ):
+    for name, column in PLOTS:
         resumed = curve(tmp_path / "killed" / "plots" / name, column)
         assert resumed == pytest.approx(
             curve(tmp_path / "straight" / "plots" / name, column), rel=1e-5, abs=1e-6
         )
-    (run,) = runs_of(load_params(killed))  # the resumed run reattached to the killed one
+    uri = f"sqlite:///{tmp_path / 'killed' / 'mlflow.db'}"
+    (run,) = mlflow_runs(uri)  # the resumed run reattached to the killed one
     assert run.info.status == "FINISHED"
-    client = MlflowClient(f"sqlite:///{tmp_path / 'killed' / 'mlflow.db'}")
-    logged_steps = {m.step for m in client.get_metric_history(run.info.run_id, "train_loss")}
-    assert logged_steps == set(range(1, 301))  # flushed at each checkpoint, continued after the resume
+    logged_steps = {step for step, _ in metric_history(uri, run.info.run_id)}
+    assert logged_steps == set(range(1, 101))  # flushed at each checkpoint, continued after the resume
+
+
+def test_truncated_tokens_are_refused_and_not_rewritten(
+    make_params, folder_bytes, mlflow_runs, tmp_path: Path
+) -> None:
+    """The train stage only reads tokens: stale ones are one line naming the file, never re-tokenized."""
+    params = load_params(make_params(tmp_path / "run", data="copy"))
+    token_dir = params.paths.tokenized_dir("bpe")
+    train_bin = token_dir / "train.bin"
+    train_bin.write_bytes(train_bin.read_bytes()[:-2])
+    before = folder_bytes(token_dir)
+    with pytest.raises(PipelineError) as caught:
+        fit(params, root=tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{train_bin}: truncated or damaged (")
+    assert "re-run `dvc repro tokenize`" in message
+    assert folder_bytes(token_dir) == before  # the manifest and every token file as they were
+    assert not Path(params.paths.model_dir).exists() and not Path(params.paths.metrics_file).exists()
+    (run,) = mlflow_runs(params.mlflow.tracking_uri)
+    assert run.info.status == "FAILED"
 
 
 def test_train_script_help(train_command) -> None:
     result = subprocess.run(
-        [*train_command(PROJECT_ROOT / "params.yaml")[:2], "--help"], capture_output=True, text=True
+        [*train_command(PROJECT_ROOT / "params.yaml")[:2], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert result.returncode == 0 and "--params" in result.stdout
+    assert result.returncode == 0 and "--params" in result.stdout and "--log-dir" in result.stdout
 
 
 def test_unreachable_tracking_server_is_one_clear_line(
-    prepared, tiny_params_file: Path, train_command, tmp_path: Path
+    tiny_params_file: Path, train_command, tool_env, free_port: int, tmp_path: Path
 ) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     params = yaml.safe_load(tiny_params_file.read_text())
-    params["mlflow"]["tracking_uri"] = f"http://127.0.0.1:{port}"
+    params["mlflow"]["tracking_uri"] = f"http://127.0.0.1:{free_port}"
     path = tmp_path / "server.yaml"
     path.write_text(yaml.safe_dump(params))
-    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    env = tool_env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
     result = subprocess.run(train_command(path), capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: mlflow.tracking_uri: cannot reach http://127.0.0.1:{port}")
+    assert last.startswith(f"error: mlflow.tracking_uri: cannot reach http://127.0.0.1:{free_port}")
     assert "Traceback" not in result.stderr
+    assert not Path(params["paths"]["checkpoint_dir"]).exists()  # refused before any training
 
 
-def test_bf16_mixed_precision_trains(prepared, tmp_path: Path) -> None:
-    import dataclasses
+def test_use_ray_is_the_only_switch(tiny_params, tmp_path: Path) -> None:
+    assert isinstance(select_backend(tiny_params, tmp_path), LocalBackend)
+    on_ray = dataclasses.replace(tiny_params, ray=dataclasses.replace(tiny_params.ray, use_ray=True))
+    backend = select_backend(on_ray, tmp_path)
+    assert isinstance(backend, RayBackend)
+    assert backend.storage == storage_location(on_ray, tmp_path)
 
-    train = dataclasses.replace(prepared.train, precision="bf16-mixed", max_steps=10, checkpoint_every=5)
-    metrics = fit(dataclasses.replace(prepared, train=train), root=tmp_path)
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_trains(tiny_params, tmp_path: Path) -> None:
+    train = dataclasses.replace(tiny_params.train, precision="bf16-mixed", max_steps=10, checkpoint_every=5)
+    metrics = fit(dataclasses.replace(tiny_params, train=train), root=tmp_path)
     assert metrics["steps"] == 10 and math.isfinite(metrics["val_loss"])

@@ -10,10 +10,10 @@ from nbclient import NotebookClient
 
 from src.paths import PROJECT_ROOT
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_notebook_runs_on_a_tiny_config(tiny_params_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the session's tiny data (already tokenized, so the notebook only reads it)."""
     monkeypatch.setenv("LMPIPE_PARAMS", str(tiny_params_file))
     notebook = nbformat.read(PROJECT_ROOT / "src" / "train" / "train.ipynb", as_version=4)
     NotebookClient(

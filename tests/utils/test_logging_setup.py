@@ -1,11 +1,13 @@
-"""Log files: numbered download logs never overwrite, app logs default to logs/ at the root."""
+"""Log files: numbered download logs never overwrite, app logs default to logs/ in the user's checkout."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from src.paths import PROJECT_ROOT
+import pytest
+
+from src.paths import PROJECT_ROOT, workspace_root
 from src.utils import setup_logging
 from src.utils.logging_setup import next_log_number
 
@@ -28,17 +30,30 @@ def test_numbered_logs_count_up_and_never_overwrite(tmp_path: Path) -> None:
     assert next_log_number(tmp_path, "download_datasets") == 9
 
 
-def test_app_logs_default_to_logs_under_project_root() -> None:
+def test_app_logs_default_to_logs_in_the_users_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert workspace_root() == PROJECT_ROOT  # run from the checkout: logs/ at its root
+    # DVC names the user's checkout when it runs a stage in a temporary copy; the tmp folder stands in.
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     path = setup_logging()
+    assert path.parent == tmp_path / "logs"
+    assert path.name.startswith("app_") and path.suffix == ".log"
+    again = setup_logging()
+    assert again != path and again.parent == path.parent  # two runs in the same second get their own file
+    logging.getLogger("test").info("into the newest file")
+    assert "into the newest file" in again.read_text() and "into the newest file" not in path.read_text()
+
+
+def test_only_the_pipeline_handlers_are_replaced(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    foreign = logging.NullHandler()
+    root.addHandler(foreign)
     try:
-        assert path.parent == PROJECT_ROOT / "logs"
-        assert path.name.startswith("app_") and path.suffix == ".log"
-        again = setup_logging()
-        assert again != path  # two runs in the same second still get their own file
-        again.unlink()
+        setup_logging(tmp_path, prefix="a")
+        setup_logging(tmp_path, prefix="b")
+        ours = [h for h in root.handlers if getattr(h, "_pipeline_handler", False)]
+        assert len(ours) == 2 and foreign in root.handlers  # one file and one console handler
     finally:
-        for handler in list(logging.getLogger().handlers):
-            if getattr(handler, "_pipeline_handler", False):
-                logging.getLogger().removeHandler(handler)
-                handler.close()
-        path.unlink()
+        root.removeHandler(foreign)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import json
 import signal
 import subprocess
@@ -10,15 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from src.config import load_params
 from src.errors import ConfigError
 from src.paths import PROJECT_ROOT
-from src.train.distributed import check_strategy, short_temp_dir
+from src.train.backends.ray_cluster import short_temp_dir
+from src.train.backends.ray_train import check_strategy, failure_line, run_name, storage_location
 from src.train.fit import fit
-
-pytestmark = pytest.mark.slow
 
 #: The 2-worker loss of a global batch equals the one-process loss up to float rounding
 #: (measured: about 1e-6 after 40 steps); the curves drift apart by less than this.
@@ -26,12 +24,6 @@ CURVE_TOLERANCE = 1e-4
 
 PER_WORKER_BATCH = 2
 WORKERS = 2
-
-
-def curve(folder: Path, column: str = "train_loss") -> list[float]:
-    name = {"train_loss": "train_loss.csv", "val_loss": "val_loss.csv"}[column]
-    with open(folder / "plots" / name) as handle:
-        return [float(row[column]) for row in csv.DictReader(handle)]
 
 
 def ray_processes(project: Path) -> list[str]:
@@ -48,18 +40,13 @@ def ray_processes(project: Path) -> list[str]:
     return found
 
 
-def runs(folder: Path) -> list:
-    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("lmpipe")
-    return client.search_runs([experiment.experiment_id]) if experiment else []
-
-
+@pytest.mark.slow
 def test_two_workers_match_one_process_and_leave_nothing_running(
-    prepared, params_variant, train_command, tmp_path: Path
+    metric_history, make_params, train_command, curve, mlflow_runs, tmp_path: Path
 ) -> None:
-    single = params_variant(tmp_path / "single", batch_size=PER_WORKER_BATCH * WORKERS)
+    single = make_params(tmp_path / "single", batch_size=PER_WORKER_BATCH * WORKERS)
     fit(load_params(single), root=tmp_path)
-    on_ray = params_variant(
+    on_ray = make_params(
         tmp_path / "ray",
         batch_size=PER_WORKER_BATCH,
         ray={"use_ray": True, "num_workers": WORKERS},
@@ -71,19 +58,18 @@ def test_two_workers_match_one_process_and_leave_nothing_running(
     expected = json.loads((tmp_path / "single" / "metrics.json").read_text())
     assert metrics["steps"] == 20
     assert metrics["tokens_seen"] == expected["tokens_seen"]  # the same global batch
-    assert curve(tmp_path / "ray") == pytest.approx(curve(tmp_path / "single"), abs=CURVE_TOLERANCE)
-    assert curve(tmp_path / "ray", "val_loss") == pytest.approx(
-        curve(tmp_path / "single", "val_loss"), abs=CURVE_TOLERANCE
-    )
+    for name, column in (("train_loss.csv", "train_loss"), ("val_loss.csv", "val_loss")):
+        assert curve(tmp_path / "ray" / "plots" / name, column) == pytest.approx(
+            curve(tmp_path / "single" / "plots" / name, column), abs=CURVE_TOLERANCE
+        )
     assert (tmp_path / "ray" / "model" / "model.safetensors").is_file()
 
-    (run,) = runs(tmp_path / "ray")  # the driver's run, logged into by rank 0 only
+    uri = f"sqlite:///{tmp_path / 'ray' / 'mlflow.db'}"
+    (run,) = mlflow_runs(uri)  # the driver's run, logged into by rank 0 only
     assert run.info.status == "FINISHED"
     assert run.data.params["ray.num_workers"] == str(WORKERS)
-    history = MlflowClient(f"sqlite:///{tmp_path / 'ray' / 'mlflow.db'}").get_metric_history(
-        run.info.run_id, "train_loss"
-    )
-    assert sorted(m.step for m in history if m.step < 20) == list(range(1, 20))  # once per step
+    steps = [step for step, _ in metric_history(uri, run.info.run_id) if step < 20]
+    assert steps == list(range(1, 20))  # once per step
     assert run.data.metrics["val_loss"] == pytest.approx(metrics["val_loss"])
     checkpoints = sorted((tmp_path / "ray" / "checkpoints" / "ray").glob("train-*/checkpoint_0*"))
     assert [p.name for p in checkpoints] == ["checkpoint_000000010", "checkpoint_000000020"]
@@ -91,11 +77,12 @@ def test_two_workers_match_one_process_and_leave_nothing_running(
     assert not list(Path.home().glob(".ray/auth_token*"))
 
 
+@pytest.mark.slow
 def test_interrupted_ray_run_resumes_from_its_ray_checkpoint(
-    prepared, params_variant, train_command, tmp_path: Path
+    make_params, train_command, curve, mlflow_runs, tmp_path: Path
 ) -> None:
-    settings = {"batch_size": PER_WORKER_BATCH, "max_steps": 200, "eval_every": 10, "checkpoint_every": 20}
-    params = params_variant(tmp_path / "ray", ray={"use_ray": True, "num_workers": WORKERS}, **settings)
+    settings = {"batch_size": PER_WORKER_BATCH, "max_steps": 100, "eval_every": 10, "checkpoint_every": 20}
+    params = make_params(tmp_path / "ray", ray={"use_ray": True, "num_workers": WORKERS}, **settings)
     process = subprocess.Popen(
         train_command(params), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -112,55 +99,32 @@ def test_interrupted_ray_run_resumes_from_its_ray_checkpoint(
     again = subprocess.run(train_command(params), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resume: from the Ray checkpoint at step" in again.stderr
-    single = params_variant(tmp_path / "single", **{**settings, "batch_size": PER_WORKER_BATCH * WORKERS})
+    single = make_params(tmp_path / "single", **{**settings, "batch_size": PER_WORKER_BATCH * WORKERS})
     fit(load_params(single), root=tmp_path)
-    assert curve(tmp_path / "ray") == pytest.approx(curve(tmp_path / "single"), abs=CURVE_TOLERANCE)
-    (run,) = runs(tmp_path / "ray")  # the resumed training continued the interrupted run
+    assert curve(tmp_path / "ray" / "plots" / "train_loss.csv", "train_loss") == pytest.approx(
+        curve(tmp_path / "single" / "plots" / "train_loss.csv", "train_loss"), abs=CURVE_TOLERANCE
+    )
+    (run,) = mlflow_runs(f"sqlite:///{tmp_path / 'ray' / 'mlflow.db'}")  # it continued the interrupted run
     assert run.info.status == "FINISHED"
     assert ray_processes(PROJECT_ROOT) == []
 
 
-def test_a_strategy_without_its_package_is_one_clear_line(
-    params_variant, train_command, tmp_path: Path
-) -> None:
+def test_a_strategy_without_its_package_is_one_clear_line(make_params, train_command, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^ray.strategy: deepspeed needs the deepspeed package"):
         check_strategy("deepspeed")
-    params = params_variant(tmp_path / "bad", ray={"use_ray": True, "strategy": "deepspeed"})
+    check_strategy("ddp")
+    params = make_params(tmp_path / "bad", ray={"use_ray": True, "strategy": "deepspeed"})
     result = subprocess.run(train_command(params), capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ray.strategy: deepspeed needs")
-    bad = params_variant(tmp_path / "unknown", ray={"strategy": "horovod"})
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "bad" / "checkpoints").exists()  # refused before any cluster or training
+    bad = make_params(tmp_path / "unknown", ray={"strategy": "horovod"})
     with pytest.raises(ConfigError, match=r"ray.strategy: expected one of 'ddp', 'fsdp', 'deepspeed'"):
         load_params(bad)
 
 
-def test_a_worker_group_larger_than_the_local_cluster_is_refused() -> None:
-    from src.config import RayConfig
-    from src.train.distributed import _check_resources
-
-    _check_resources(RayConfig(num_workers=2), {"CPU": 2.0})
-    with pytest.raises(
-        ConfigError, match=r"^ray.num_workers: 4 workers x 1 CPU need 4 CPU, this machine has 2"
-    ):
-        _check_resources(RayConfig(num_workers=4), {"CPU": 2.0})
-    with pytest.raises(ConfigError, match=r"1 GPU need 1 GPU, this machine has 0"):
-        _check_resources(RayConfig(num_workers=1, use_gpu=True), {"CPU": 2.0})
-
-
-def test_ray_temp_dir_stays_in_the_project_behind_a_short_link(tmp_path: Path) -> None:
-    deep = tmp_path / ("d" * 60)
-    link = short_temp_dir(deep)
-    assert len(str(link)) <= 43  # Ray's socket paths must stay below 108 bytes
-    assert link.resolve() == (deep / "tmp" / "ray").resolve()
-    assert short_temp_dir(deep) == link  # the same link next time
-    link.unlink()
-
-
 def test_storage_defaults_to_the_checkpoint_dir(tiny_params) -> None:
-    import dataclasses
-
-    from src.train.distributed import storage_location
-
     root = Path("/project")
     assert storage_location(tiny_params, root) == str(Path(tiny_params.paths.checkpoint_dir) / "ray")
     remote = dataclasses.replace(
@@ -171,3 +135,23 @@ def test_storage_defaults_to_the_checkpoint_dir(tiny_params) -> None:
         tiny_params, ray=dataclasses.replace(tiny_params.ray, storage_path="ray_runs")
     )
     assert storage_location(local, root) == "/project/ray_runs"
+
+
+def test_one_ray_run_per_set_of_settings() -> None:
+    assert run_name("0123456789abcdef" + "f" * 48) == "train-0123456789abcdef"
+    assert run_name("a" * 64) != run_name("b" * 64)
+
+
+def test_a_failed_worker_is_reported_by_its_first_rank_in_one_line() -> None:
+    from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
+
+    failures = {1: ValueError("bad shape\nmore detail"), 0: RuntimeError("boom")}
+    assert failure_line(WorkerGroupError("Training failed", failures)) == "rank 0: RuntimeError: boom"
+    one = WorkerGroupError("Training failed", {3: ValueError("bad shape\nmore detail")})
+    assert failure_line(one) == "rank 3: ValueError: bad shape"
+    # Without worker failures, the last line of the error is the cause.
+    assert (
+        failure_line(ControllerError(RuntimeError("the controller\nlost its workers  ")))
+        == "lost its workers"
+    )
+    assert failure_line(RuntimeError("")) == "RuntimeError"
