@@ -19,6 +19,7 @@ import yaml
 from src.errors import ConfigError, FieldError
 from src.paths import PROJECT_ROOT, display_path, resolve_path
 from src.utils.typed_config import build, setting
+from src.utils.yaml_loader import load_yaml
 
 PARAMS_FILE = PROJECT_ROOT / "params.yaml"
 
@@ -196,7 +197,10 @@ class TrainConfig:
     checkpoint_every: int = setting(100, within="[1, 1000000000]")
     """Write a checkpoint every this many optimizer steps; a multiple of ``eval_every``."""
     keep_checkpoints: int = setting(2, within="[1, 1000]")
-    """How many of the newest checkpoints to keep."""
+    """How many of the newest checkpoints to keep per configuration."""
+    keep_configurations: int = setting(3, within="[1, 1000]")
+    """Checkpoint folders of how many configurations (settings, data, code) to keep, newest first.
+    Older ones are removed only after a run has finished, never when one starts."""
     resume: Literal["auto", "never"] = "auto"
     """``auto`` continues from the newest checkpoint made with the same params; ``never`` starts afresh."""
     sample_prompt: str = "In the beginning"
@@ -313,7 +317,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     except FileNotFoundError:
         raise ConfigError(f"{shown}: file not found; run from the project root or pass --params") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -121,3 +121,21 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 def test_missing_params_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_params_read_like_dvc_reads_them(tmp_path: Path) -> None:
+    """``lr: 1e-3`` is a number (as for DVC and people), a duplicate key is refused with its line."""
+    text = PARAMS_FILE.read_text().replace("lr: 3.0e-3", "lr: 1e-3")
+    assert "lr: 1e-3" in text
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml").train.lr == 0.001
+    duplicated = text.replace("  seed: 0\n", "  seed: 0\n  seed: 1\n", 1)
+    (tmp_path / "params.yaml").write_text(duplicated)
+    line = duplicated.splitlines().index("  seed: 1") + 1
+    with pytest.raises(ConfigError) as caught:
+        load_params(tmp_path / "params.yaml")
+    expected = f"(line {line}): duplicate key 'seed' (DVC refuses the file; keep one); fix the YAML syntax"
+    assert str(caught.value) == f"{tmp_path / 'params.yaml'} {expected}"
+    (tmp_path / "params.yaml").write_text(text.replace("use_ray: false", "use_ray: yes"))
+    with pytest.raises(ConfigError, match=r"^ray.use_ray: expected true or false, got 'yes'$"):
+        load_params(tmp_path / "params.yaml")

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from src.data.raw_export import TRAIN, VALIDATION
-from src.data.token_files import check_tokenizer, open_tokens, read_token_manifest
+from src.data.token_files import check_tokenizer, open_tokens, read_token_manifest, verify_token_files
 from src.data.tokenizer_setup import tokenizer_fingerprint
 from src.data.windows import TokenWindows, ValidationWindows, WindowSampler
 from src.errors import ConfigError
@@ -62,6 +62,7 @@ class TokenDataModule(L.LightningDataModule):
         """Memory-map the token files after checking they belong to this tokenizer and are complete."""
         manifest = read_token_manifest(self.token_dir)
         check_tokenizer(self.token_dir, manifest, tokenizer_fingerprint(self.tokenizer))
+        verify_token_files(self.token_dir, manifest)  # hashed once per file, remembered after
         self.manifest = manifest
         self.train_tokens = open_tokens(self.token_dir, TRAIN, manifest)
         self.val_tokens = open_tokens(self.token_dir, VALIDATION, manifest)

@@ -7,13 +7,16 @@ cuts windows at load time, so the block length is a training parameter.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 
 import numpy as np
 
 from src.data.manifests import MANIFEST, TokenManifest
 from src.errors import PipelineError
-from src.paths import display_path
+from src.paths import display_path, workspace_root
+from src.utils.files import sha256_file, write_text_atomic
 
 TOKENIZER_DIR = "tokenizer"
 UINT16_MAX_VOCAB = 65_535
@@ -52,6 +55,56 @@ def has_complete_files(token_dir: Path, manifest: TokenManifest) -> bool:
     )
 
 
+def verified_record() -> Path:
+    """Where the token files already verified are remembered: outside every DVC output."""
+    return workspace_root() / "tmp" / "verified_tokens.json"
+
+
+def verify_token_files(token_dir: Path, manifest: TokenManifest, record: Path | None = None) -> None:
+    """Refuse token files whose bytes are not the ones the manifest names.
+
+    Hashing is done once per file: its (size, mtime, inode) and hash are remembered in
+    ``record``, and the file is hashed again only when one of them changes. So a file edited
+    or replaced after tokenizing, even with the same size, is never trained on.
+    """
+    record = record or verified_record()
+    try:
+        known = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    changed = False
+    for info in manifest.splits.values():
+        path = token_dir / info.file
+        check_size(path, info.tokens * manifest.token_dtype().itemsize)
+        stat = path.stat()
+        key, stamp = str(path.resolve()), [stat.st_size, stat.st_mtime_ns, stat.st_ino, info.sha256]
+        if known.get(key) == stamp:
+            continue
+        digest = sha256_file(path)
+        if digest != info.sha256:
+            raise PipelineError(
+                f"{display_path(path)}: its bytes are not the ones {MANIFEST} names (sha256 {digest[:12]}, "
+                f"expected {info.sha256[:12]}); re-run `dvc repro tokenize` (or `dvc checkout`)"
+            )
+        known[key], changed = stamp, True
+    if changed:
+        with contextlib.suppress(OSError):  # only a cache: the next run hashes again
+            write_text_atomic(record, json.dumps(known, indent=1, sort_keys=True))
+
+
+def check_size(path: Path, expected: int) -> None:
+    """A missing or cut-short token file is one line that says how to make it again."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise PipelineError(f"{display_path(path)}: missing; re-run `dvc repro tokenize`") from None
+    if size != expected:
+        raise PipelineError(
+            f"{display_path(path)}: truncated or damaged ({size} bytes, expected {expected}); "
+            "re-run `dvc repro tokenize` (or `dvc checkout`)"
+        )
+
+
 def open_tokens(token_dir: Path, split: str, manifest: TokenManifest) -> np.memmap:
     """Memory-map one split's token file after checking it is complete.
 
@@ -64,14 +117,5 @@ def open_tokens(token_dir: Path, split: str, manifest: TokenManifest) -> np.memm
         )
     path = token_dir / info.file
     dtype = manifest.token_dtype()
-    expected = info.tokens * dtype.itemsize
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise PipelineError(f"{display_path(path)}: missing; re-run `dvc repro tokenize`") from None
-    if size != expected:
-        raise PipelineError(
-            f"{display_path(path)}: truncated or damaged ({size} bytes, expected {expected}); "
-            "re-run `dvc repro tokenize` (or `dvc checkout`)"
-        )
+    check_size(path, info.tokens * dtype.itemsize)
     return np.memmap(path, dtype=dtype, mode="r")

@@ -14,6 +14,7 @@ import logging
 import pickle
 import random
 import re
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ CHECKPOINT_VERSION = 2
 OPERATIONAL_KEYS = {
     "train.resume",
     "train.keep_checkpoints",
+    "train.keep_configurations",
     "train.num_workers",
     "train.compile",
     "ray.address",
@@ -220,7 +222,46 @@ def find_resumable(
     return state, f"resuming from {display_path(path)} (step {state.step})"
 
 
-def clear_checkpoints(folder: Path) -> None:
-    """Remove checkpoints of another configuration before a fresh run writes its own."""
-    for path in list_checkpoints(folder):
-        path.unlink()
+def configuration_folder(root: Path, fingerprint: str, prefix: str = "run-") -> Path:
+    """Each configuration checkpoints into a folder of its own: a run of other settings (an
+    experiment, a typo) never touches the resumable state of another."""
+    return root / f"{prefix}{fingerprint[:16]}"
+
+
+def nearest_other_configuration(
+    root: Path, current: Path, settings: dict[str, str], inputs: dict[str, str], prefix: str = "run-"
+) -> str:
+    """For the log when a run starts afresh: what differs from the newest other configuration kept."""
+    others = sorted(
+        (p for p in root.glob(f"{prefix}*") if p.is_dir() and p != current),
+        key=lambda p: p.stat().st_mtime_ns,
+    )
+    if not others:
+        return "no checkpoint yet"
+    try:
+        found = newest_readable(
+            list_checkpoints(others[-1]) or sorted(others[-1].glob("checkpoint_*/*.ckpt"))
+        )
+    except PipelineError:
+        found = None
+    change = describe_change(found[1], settings, inputs) if found else "unknown"
+    return (
+        f"no checkpoint of these settings yet; kept {display_path(others[-1])} (and {len(others) - 1} more) "
+        f"differs in {change}"
+    )
+
+
+def prune_configurations(root: Path, current: Path, keep: int, prefix: str = "run-") -> list[Path]:
+    """After a finished run: keep the ``keep`` newest configuration folders (``current`` always).
+
+    Also removes checkpoints an older version left loose in ``root`` (no configuration owns them).
+    """
+    others = [p for p in root.glob(f"{prefix}*") if p.is_dir() and p != current]
+    others.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    removed = others[max(keep - 1, 0) :] + list_checkpoints(root)
+    for path in removed:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return removed

@@ -27,6 +27,7 @@ from src.train.outputs import write_outputs
 from src.train.run_inputs import RunInputs, prepare_run_inputs
 from src.train.tracking import RunTracker, dvc_experiment_name, run_tags, tracking_uri
 from src.utils.logging_setup import adopt_library_loggers
+from src.utils.redact import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
     def run() -> dict[str, float]:
         outcome = backend.train(inputs, tracker)
         write_outputs(params, root, outcome, inputs.tokenizer, tracker)
+        backend.prune(inputs)  # only now: a failed or killed run never costs another one's checkpoints
         return outcome.metrics
 
     return run_tracked(tracker, run)
@@ -87,6 +89,7 @@ def open_run(params: Params, root: Path, inputs: RunInputs) -> RunTracker:
     resumed = inputs.resumed
     if resumed and tracker.reattach(resumed.mlflow_run_id or "", run_name):
         log.info("continuing MLflow run %s", tracker.run_id)
+        tracker.log_missing(History.from_state(resumed.history.state()).tracked())
     else:
         tags = run_tags(inputs.manifest, inputs.manifest_sha256, inputs.token_dir, root)
         tracker.start(run_name, tags, inputs.settings)
@@ -95,7 +98,10 @@ def open_run(params: Params, root: Path, inputs: RunInputs) -> RunTracker:
             for metrics, step in History.from_state(resumed.history.state()).tracked():
                 tracker.log_metrics(metrics, step)
             tracker.flush()
-    log.info("MLflow run %s in %s", tracker.run_id, tracker.client.tracking_uri)
+    tracker.claim()
+    for orphan in tracker.end_orphans():
+        log.info("MLflow run %s was left RUNNING by a training that no longer runs: marked KILLED", orphan)
+    log.info("MLflow run %s in %s", tracker.run_id, redact_uri(tracker.client.tracking_uri))
     return tracker
 
 

@@ -105,9 +105,11 @@ def train_on_rank(
                 history=history,
                 mlflow_run_id=tracker.run_id if tracker else None,
             )
-            if tracker:
-                tracker.flush()  # once the checkpoint exists, MLflow holds every step up to it
         placement.persist(trainer, step, state)
+        if tracker:
+            # MLflow gets the steps once the checkpoint holds them: a resumed run never logs one twice
+            # (and logs any that a kill between the two left out, see RunTracker.log_missing).
+            tracker.flush()
 
     callbacks: list[L.Callback] = [
         StepRecorder(

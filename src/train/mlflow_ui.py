@@ -16,6 +16,7 @@ from src.cli import run_cli
 from src.config import PARAMS_FILE, load_params
 from src.errors import PipelineError
 from src.train.tracking import sqlite_path, tracking_uri
+from src.utils.redact import redact_uri
 
 
 def ui_address(host: str, port: int, experiment_id: str | None) -> str:
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     uri = tracking_uri(params.mlflow)
     if sqlite_path(uri) is None:
-        raise PipelineError(f"mlflow.tracking_uri: runs go to the server {uri}; open its UI there")
+        raise PipelineError(
+            f"mlflow.tracking_uri: runs go to the server {redact_uri(uri)}; open its UI there"
+        )
     address = ui_address(args.host, args.port, find_experiment(uri, params.mlflow.experiment_name))
     print(f"MLflow UI of {uri}: {address}", flush=True)
     mlflow = shutil.which("mlflow") or sys.exit("mlflow is not installed here; run `make setup`")

@@ -14,7 +14,7 @@ from typing import Any
 
 from src.config import Params
 from src.data.manifests import MANIFEST, TokenManifest
-from src.data.token_files import TOKENIZER_DIR, read_token_manifest
+from src.data.token_files import TOKENIZER_DIR, read_token_manifest, verify_token_files
 from src.models.causal_lm import Vocabulary
 from src.paths import PROJECT_ROOT
 from src.train.checkpoints import CheckpointState, code_fingerprint, run_fingerprint
@@ -74,6 +74,7 @@ def prepare_run_inputs(params: Params, root: Path) -> RunInputs:
 
     token_dir = params.paths.tokenized_dir(params.tokenize.tokenizer, root)
     manifest = read_token_manifest(token_dir)
+    verify_token_files(token_dir, manifest)  # before anything starts: never train on unchecked bytes
     settings = flatten(as_plain_dict(params))
     manifest_sha256 = sha256_file(token_dir / MANIFEST)
     inputs = {"tokenized data": manifest_sha256, "code": training_code_fingerprint()}

@@ -17,6 +17,7 @@ import getpass
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from src.config import MlflowConfig
 from src.data.manifests import MANIFEST, TokenManifest
 from src.errors import PipelineError
 from src.paths import PROJECT_ROOT, display_path, workspace_root
+from src.utils.redact import redact_uri
 
 _SQLITE = "sqlite:///"
 
@@ -39,9 +41,6 @@ EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_deve
 
 #: The store keeps at most this many characters of a dataset digest (the full hash is a run tag).
 DATASET_DIGEST_CHARS = 32
-
-#: Metrics are sent in batches: one SQLite transaction per step would slow training.
-_FLUSH_EVERY_S = 5.0
 
 
 def tracking_uri(config: MlflowConfig, root: Path = PROJECT_ROOT) -> str:
@@ -117,7 +116,6 @@ class RunTracker:
 
         self.run_id = run_id
         self._pending: list = []
-        self._last_flush = time.monotonic()
         if run_id is not None:
             self.client = MlflowClient(tracking_uri=uri)
             return
@@ -127,9 +125,10 @@ class RunTracker:
             try:
                 experiment = self.client.get_experiment_by_name(experiment_name)
             except MlflowException as error:
+                reason = str(error).strip().splitlines()[0][:200]
                 raise PipelineError(
-                    f"mlflow.tracking_uri: cannot reach {uri} ({str(error).strip().splitlines()[0][:200]}); "
-                    'start the server, or set mlflow.tracking_uri to "" to use mlflow.db at the project root'
+                    redact_uri(f"mlflow.tracking_uri: cannot reach {uri} ({reason}); ")
+                    + 'start the server, or set mlflow.tracking_uri to "" for mlflow.db at the project root'
                 ) from None
             if experiment is None:
                 self.experiment_id = self.client.create_experiment(
@@ -142,12 +141,34 @@ class RunTracker:
                 if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older version
                     self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
 
+    def end_orphans(self) -> list[str]:
+        """Mark KILLED the runs of this experiment left RUNNING by a process of this machine that is gone.
+
+        A run killed before it could close itself (SIGKILL, a lost machine) would otherwise stay
+        RUNNING forever; runs of live processes, or of other machines, are left alone.
+        """
+        query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{socket.gethostname()}'"
+        ended = []
+        for run in self.client.search_runs([self.experiment_id], filter_string=query, max_results=1000):
+            pid = run.data.tags.get(PID_TAG, "")
+            if run.info.run_id != self.run_id and pid.isdigit() and not _process_alive(int(pid)):
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                ended.append(run.info.run_id)
+        return ended
+
+    def claim(self) -> None:
+        """Record which process of which machine runs the training (see :meth:`end_orphans`)."""
+        from mlflow.entities import RunTag
+
+        owner = [RunTag(HOST_TAG, socket.gethostname()), RunTag(PID_TAG, str(os.getpid()))]
+        self.client.log_batch(self.run_id, tags=owner)
+
     def start(self, run_name: str | None, tags: Mapping[str, str], params: Mapping[str, str]) -> str:
         from mlflow.entities import Param, RunTag
 
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
         self.run_id = run.info.run_id
-        items = [Param(k, v) for k, v in params.items()]
+        items = [Param(k, redact_uri(v)) for k, v in params.items()]  # no password in a param
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
@@ -176,18 +197,31 @@ class RunTracker:
         return True
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, *, flush: bool = False) -> None:
+        """Queue metrics for the run; they are sent by :meth:`flush`.
+
+        Training flushes when it writes a checkpoint (and at the end), so after a kill MLflow
+        holds exactly the steps the checkpoint holds, and the resumed run logs each step once.
+        """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         self._pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
-        if flush or time.monotonic() - self._last_flush > _FLUSH_EVERY_S:
+        if flush:
             self.flush()
+
+    def log_missing(self, rows: list[tuple[dict[str, float], int]], watermark: str = "train_loss") -> None:
+        """Log the (metrics, step) rows past the last step the run has of ``watermark``."""
+        logged = [metric.step for metric in self.client.get_metric_history(self.run_id, watermark)]
+        last = max(logged, default=-1)
+        for metrics, step in rows:
+            if step > last:
+                self.log_metrics(metrics, step)
+        self.flush()
 
     def flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:1000], self._pending[1000:]
             self.client.log_batch(self.run_id, metrics=batch)
-        self._last_flush = time.monotonic()
 
     def log_dataset(self, name: str, digest: str, source: str, profile: Mapping[str, Any]) -> None:
         """Record the data the run trained and validated on (the UI's Dataset column)."""
@@ -244,6 +278,17 @@ class RunTracker:
 
 
 EXP_NAME_TAG = "dvc.exp_name"
+HOST_TAG, PID_TAG = "lmpipe.host", "lmpipe.pid"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    return True
 
 
 def dvc_experiment_name() -> str | None:

@@ -54,6 +54,21 @@ def write_text_atomic(path: Path, text: str) -> None:
         handle.write(text.encode("utf-8"))
 
 
+def remove_leftovers(target: Path) -> list[Path]:
+    """Remove the staging and retired copies of ``target`` that a killed writer left beside it.
+
+    One writer at a time owns an output (DVC runs one stage per output), so any
+    ``.<name>.*.tmp`` or ``.<name>.*.old`` found when a new write starts is a leftover.
+    """
+    found = [*target.parent.glob(f".{target.name}.*.tmp"), *target.parent.glob(f".{target.name}.*.old")]
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
 @contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield an empty staging folder that replaces ``target`` only if the block succeeds.
@@ -62,6 +77,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     complete, and is then swapped out; on failure the staging folder is removed.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     staging.chmod(0o755)  # mkdtemp makes it private; outputs are meant to be shared
     try:

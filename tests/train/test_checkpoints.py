@@ -117,3 +117,58 @@ def test_the_operational_settings_do_not_shape_a_run() -> None:
     assert run_fingerprint(changed, INPUTS) == run_fingerprint(SETTINGS, INPUTS)
     assert run_fingerprint({**SETTINGS, "train.seed": "1"}, INPUTS) != run_fingerprint(SETTINGS, INPUTS)
     assert run_fingerprint(SETTINGS, {**INPUTS, "tokenized data": "t2"}) != run_fingerprint(SETTINGS, INPUTS)
+
+
+def test_a_planted_pickle_is_refused_and_never_run(tmp_path: Path) -> None:
+    """Checkpoints load with ``weights_only``: a file whose pickle would run a command is refused."""
+    import os
+
+    from src.train.checkpoints import UnsafeCheckpointError
+
+    marker = tmp_path / "ran"
+
+    class Planted:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    folder = tmp_path / "checkpoints"
+    save_checkpoint(folder, 10, state(10), keep=2)
+    torch.save({"step": 999, "model": Planted()}, folder / "step-000000999.ckpt")
+    with pytest.raises(UnsafeCheckpointError) as caught:
+        find_resumable(folder, SETTINGS, INPUTS)
+    assert str(caught.value) == (
+        f"{folder / 'step-000000999.ckpt'}: refused, it holds objects other than tensors and plain data "
+        "(loading it could run code); delete it if you did not write it"
+    )
+    assert not marker.exists()
+    assert (folder / "step-000000999.ckpt").exists() and (folder / "step-000000010.ckpt").exists()
+
+
+def test_rng_states_restore_every_generator(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    from src.train.checkpoints import restore_rng_states
+
+    write_state(tmp_path / "s.ckpt", state(1))
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    restore_rng_states(read_state(tmp_path / "s.ckpt").rng)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1])
+    assert expected[2] == again[2]
+
+
+def test_configurations_are_pruned_newest_first_and_loose_files_go(tmp_path: Path) -> None:
+    import os
+
+    from src.train.checkpoints import configuration_folder, prune_configurations
+
+    folders = [configuration_folder(tmp_path, str(i) * 64) for i in range(4)]
+    for age, folder in enumerate(folders):
+        save_checkpoint(folder, 10, state(10), keep=2)
+        os.utime(folder, ns=(age * 10**9, age * 10**9))  # folders[3] is the newest
+    save_checkpoint(tmp_path, 10, state(10), keep=2)  # the layout of an older version: loose files
+    removed = prune_configurations(tmp_path, current=folders[0], keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folders[0].name, folders[3].name])
+    assert set(removed) == {folders[1], folders[2], tmp_path / "step-000000010.ckpt"}

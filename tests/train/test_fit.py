@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import signal
 import subprocess
 import time
@@ -115,7 +116,9 @@ def test_killed_run_resumes_exactly(
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.monotonic() + 300
     while (
-        not list(checkpoints.glob("step-*.ckpt")) and process.poll() is None and time.monotonic() < deadline
+        not list(checkpoints.glob("run-*/step-*.ckpt"))
+        and process.poll() is None
+        and time.monotonic() < deadline
     ):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
@@ -138,8 +141,16 @@ def test_killed_run_resumes_exactly(
     uri = f"sqlite:///{tmp_path / 'killed' / 'mlflow.db'}"
     (run,) = mlflow_runs(uri)  # the resumed run reattached to the killed one
     assert run.info.status == "FINISHED"
-    logged_steps = {step for step, _ in metric_history(uri, run.info.run_id)}
-    assert logged_steps == set(range(1, 101))  # flushed at each checkpoint, continued after the resume
+    straight_uri = f"sqlite:///{tmp_path / 'straight' / 'mlflow.db'}"
+    (reference,) = mlflow_runs(straight_uri)
+    # Each (metric, step) once, as in the uninterrupted run: MLflow got the steps up to the
+    # checkpoint, and the resumed run logged the rest.
+    for key in ("train_loss", "lr", "val_loss", "val_perplexity", "steps", "tokens_seen"):
+        resumed = metric_history(uri, run.info.run_id, key)
+        expected = metric_history(straight_uri, reference.info.run_id, key)
+        assert [step for step, _ in resumed] == [step for step, _ in expected], key
+        assert [value for _, value in resumed] == pytest.approx([v for _, v in expected], rel=1e-5, abs=1e-6)
+    assert [step for step, _ in metric_history(uri, run.info.run_id)] == list(range(1, 101))
 
 
 def test_truncated_tokens_are_refused_and_not_rewritten(
@@ -159,8 +170,7 @@ def test_truncated_tokens_are_refused_and_not_rewritten(
     assert "re-run `dvc repro tokenize`" in message
     assert folder_bytes(token_dir) == before  # the manifest and every token file as they were
     assert not Path(params.paths.model_dir).exists() and not Path(params.paths.metrics_file).exists()
-    (run,) = mlflow_runs(params.mlflow.tracking_uri)
-    assert run.info.status == "FAILED"
+    assert mlflow_runs(params.mlflow.tracking_uri) == []  # refused before a run was opened
 
 
 def test_train_script_help(train_command) -> None:
@@ -176,16 +186,21 @@ def test_train_script_help(train_command) -> None:
 def test_unreachable_tracking_server_is_one_clear_line(
     tiny_params_file: Path, train_command, tool_env, free_port: int, tmp_path: Path
 ) -> None:
+    """One line, no traceback, nothing trained, and the password in the URI shown nowhere."""
     params = yaml.safe_load(tiny_params_file.read_text())
-    params["mlflow"]["tracking_uri"] = f"http://127.0.0.1:{free_port}"
+    params["mlflow"]["tracking_uri"] = f"http://bob:hunter2@127.0.0.1:{free_port}"
     path = tmp_path / "server.yaml"
     path.write_text(yaml.safe_dump(params))
     env = tool_env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
-    result = subprocess.run(train_command(path), capture_output=True, text=True, env=env, timeout=300)
+    command = [*train_command(path), "--log-dir", str(tmp_path / "logs")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: mlflow.tracking_uri: cannot reach http://127.0.0.1:{free_port}")
+    assert last.startswith(f"error: mlflow.tracking_uri: cannot reach http://bob:***@127.0.0.1:{free_port}")
     assert "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    (log_file,) = (tmp_path / "logs").glob("app_*.log")
+    assert "hunter2" not in log_file.read_text()
     assert not Path(params["paths"]["checkpoint_dir"]).exists()  # refused before any training
 
 
@@ -202,3 +217,47 @@ def test_bf16_mixed_precision_trains(tiny_params, tmp_path: Path) -> None:
     train = dataclasses.replace(tiny_params.train, precision="bf16-mixed", max_steps=10, checkpoint_every=5)
     metrics = fit(dataclasses.replace(tiny_params, train=train), root=tmp_path)
     assert metrics["steps"] == 10 and math.isfinite(metrics["val_loss"])
+
+
+def test_same_size_corrupted_tokens_are_refused_before_training(
+    make_params, folder_bytes, mlflow_runs, tmp_path: Path
+) -> None:
+    """Half the ids replaced, same size: the bytes are checked against the manifest's hash first."""
+    params = load_params(make_params(tmp_path / "run", data="copy"))
+    token_dir = params.paths.tokenized_dir("bpe")
+    train_bin = token_dir / "train.bin"
+    data = bytearray(train_bin.read_bytes())
+    data[: len(data) // 2] = bytes(len(data) // 2)  # id 0 everywhere in the first half
+    train_bin.write_bytes(bytes(data))
+    before = folder_bytes(token_dir)
+    with pytest.raises(PipelineError) as caught:
+        fit(params, root=tmp_path)
+    assert str(caught.value).startswith(f"{train_bin}: its bytes are not the ones manifest.json names (")
+    assert str(caught.value).endswith("re-run `dvc repro tokenize` (or `dvc checkout`)")
+    assert folder_bytes(token_dir) == before
+    assert not Path(params.paths.model_dir).exists() and not Path(params.paths.metrics_file).exists()
+    assert mlflow_runs(params.mlflow.tracking_uri) == []  # refused before a run was opened
+
+
+def test_other_settings_never_cost_a_configuration_its_checkpoints(make_params, tmp_path: Path) -> None:
+    """An experiment, or a typo, starts a configuration of its own; old ones go only after a finished
+    run, beyond train.keep_configurations."""
+    folder = tmp_path / "run"
+    checkpoints = folder / "checkpoints"
+    fit(load_params(make_params(folder, keep_configurations=2)), root=tmp_path)
+    (first,) = checkpoints.iterdir()
+    assert sorted(p.name for p in first.iterdir()) == ["step-000000010.ckpt", "step-000000020.ckpt"]
+
+    broken = load_params(
+        make_params(folder, lr=0.01, keep_configurations=2, mlflow={"tracking_uri": "http://127.0.0.1:9"})
+    )
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    with pytest.raises(PipelineError, match=r"^mlflow.tracking_uri: cannot reach"):
+        fit(broken, root=tmp_path)
+    assert list(checkpoints.iterdir()) == [first]  # the failed start touched nothing
+
+    fit(load_params(make_params(folder, lr=0.01, keep_configurations=2)), root=tmp_path)
+    assert len(list(checkpoints.iterdir())) == 2  # both kept
+    fit(load_params(make_params(folder, lr=0.02, keep_configurations=2)), root=tmp_path)
+    kept = list(checkpoints.iterdir())
+    assert len(kept) == 2 and first not in kept  # the oldest went once the third had finished

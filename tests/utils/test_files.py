@@ -34,3 +34,15 @@ def test_write_text_atomic_and_canonical_json(tmp_path: Path) -> None:
     write_text_atomic(path, canonical_json({"b": 1, "a": [1, 2]}))
     assert path.read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_a_new_write_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
+    target = tmp_path / "kjv"
+    (tmp_path / ".kjv.abc123.tmp").mkdir()
+    (tmp_path / ".kjv.abc123.tmp" / "train.jsonl").write_text("half")
+    (tmp_path / ".kjv.def456.old").mkdir()
+    (tmp_path / ".kjv2.zzz.tmp").mkdir()  # another output's staging: not ours
+    with atomic_directory(target) as staging:
+        (staging / "train.jsonl").write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".kjv2.zzz.tmp", "kjv"]
+    assert (target / "train.jsonl").read_text() == "whole"

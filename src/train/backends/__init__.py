@@ -2,7 +2,7 @@
 
 :func:`src.train.fit.fit` drives one flow (prepare the inputs, find the resume
 point, open the MLflow run, train, write the outputs) and asks a backend only
-the three things that differ between them. A new backend (another cluster
+the few things that differ between them. A new backend (another cluster
 manager, say) implements :class:`Backend` in a module here and is chosen in
 :func:`src.train.fit.select_backend`.
 """
@@ -30,4 +30,8 @@ class Backend(Protocol):
 
     def train(self, inputs: RunInputs, tracker: RunTracker) -> Outcome:
         """Train to ``train.max_steps``; rank 0 logs to ``tracker``. Returns what the outputs need."""
+        ...
+
+    def prune(self, inputs: RunInputs) -> None:
+        """After a finished run: drop the checkpoints of all but ``train.keep_configurations``."""
         ...

@@ -9,7 +9,15 @@ import lightning as L
 
 from src.config import Params
 from src.paths import display_path, resolve_path
-from src.train.checkpoints import CheckpointState, clear_checkpoints, find_resumable, save_checkpoint
+from src.train.checkpoints import (
+    CheckpointState,
+    configuration_folder,
+    find_resumable,
+    list_checkpoints,
+    nearest_other_configuration,
+    prune_configurations,
+    save_checkpoint,
+)
 from src.train.loop import Outcome, Placement, train_on_rank
 from src.train.run_inputs import RunInputs
 from src.train.tracking import RunTracker
@@ -18,32 +26,42 @@ log = logging.getLogger(__name__)
 
 
 class LocalBackend:
-    """Training in this process on ``train.accelerator``."""
+    """Training in this process on ``train.accelerator``; checkpoints in
+    ``<paths.checkpoint_dir>/run-<settings hash>/``, one folder per configuration."""
 
     def __init__(self, params: Params, root: Path) -> None:
         self.params, self.root = params, root
-        self.checkpoint_dir = resolve_path(params.paths.checkpoint_dir, root)
+        self.checkpoint_root = resolve_path(params.paths.checkpoint_dir, root)
 
     def check(self) -> None:
         """Nothing beyond what params validation already checked."""
 
     def find_resume(self, inputs: RunInputs) -> CheckpointState | None:
-        """The newest checkpoint this run may continue; checkpoints of other settings are removed."""
-        resumed = None
-        if self.params.train.resume == "auto":
-            resumed, reason = find_resumable(self.checkpoint_dir, inputs.settings, inputs.inputs)
-            log.info("resume: %s", reason)
-        if resumed is None:
-            clear_checkpoints(self.checkpoint_dir)
+        """The newest checkpoint of this configuration; other configurations are left as they are."""
+        if self.params.train.resume != "auto":
+            return None
+        folder = configuration_folder(self.checkpoint_root, inputs.fingerprint)
+        resumed, reason = find_resumable(folder, inputs.settings, inputs.inputs)
+        if resumed is None and not list_checkpoints(folder):
+            reason = nearest_other_configuration(self.checkpoint_root, folder, inputs.settings, inputs.inputs)
+        log.info("resume: %s", reason)
         return resumed
 
     def train(self, inputs: RunInputs, tracker: RunTracker) -> Outcome:
         keep = self.params.train.keep_checkpoints
+        folder = configuration_folder(self.checkpoint_root, inputs.fingerprint)
 
         def persist(trainer: L.Trainer, step: int, state: CheckpointState | None) -> None:
             if state is not None:
-                path = save_checkpoint(self.checkpoint_dir, step, state, keep=keep)
+                path = save_checkpoint(folder, step, state, keep=keep)
                 log.info("checkpoint %s", display_path(path))
 
         placement = Placement({"accelerator": self.params.train.accelerator, "devices": 1}, persist)
         return train_on_rank(self.params, self.root, inputs, tracker, placement)
+
+    def prune(self, inputs: RunInputs) -> None:
+        current = configuration_folder(self.checkpoint_root, inputs.fingerprint)
+        for path in prune_configurations(
+            self.checkpoint_root, current, self.params.train.keep_configurations
+        ):
+            log.info("removed the checkpoints %s (train.keep_configurations)", display_path(path))

@@ -28,7 +28,14 @@ from src.config import Params, parse_params
 from src.errors import ConfigError, PipelineError
 from src.paths import display_path, resolve_path
 from src.train.backends.ray_cluster import ray_cluster
-from src.train.checkpoints import CheckpointState, describe_change, newest_readable, read_state, write_state
+from src.train.checkpoints import (
+    CheckpointState,
+    configuration_folder,
+    newest_readable,
+    prune_configurations,
+    read_state,
+    write_state,
+)
 from src.train.history import History
 from src.train.loop import Outcome, Placement, build_module, train_on_rank
 from src.train.run_inputs import RunInputs, prepare_run_inputs
@@ -65,9 +72,13 @@ def storage_location(params: Params, root: Path) -> str:
     return str(resolve_path(params.paths.checkpoint_dir, root) / "ray")
 
 
+#: One Ray run per configuration, ``train-<settings hash>``: Ray resumes a run of the same name.
+RAY_PREFIX = "train-"
+
+
 def run_name(fingerprint: str) -> str:
     """One Ray run per set of settings: Ray resumes a run of the same name from its newest checkpoint."""
-    return f"train-{fingerprint[:16]}"
+    return configuration_folder(Path(), fingerprint, RAY_PREFIX).name
 
 
 class RayBackend:
@@ -83,27 +94,28 @@ class RayBackend:
     def find_resume(self, inputs: RunInputs) -> CheckpointState | None:
         """The newest Ray checkpoint of this run (what the workers will resume from), for MLflow.
 
-        Runs of other settings are removed, like single-process checkpoints; with
-        ``train.resume: never`` this run's own checkpoints go too. Remote storage is
-        left to Ray.
+        Runs of other settings are left alone (pruned after a finished run); with
+        ``train.resume: never`` this run's own checkpoints go. Remote storage is left to Ray.
         """
         if "://" in self.storage:
             return None
-        base, current = Path(self.storage), Path(self.storage) / run_name(inputs.fingerprint)
+        current = configuration_folder(Path(self.storage), inputs.fingerprint, RAY_PREFIX)
         if self.params.train.resume == "never" and current.exists():
-            shutil.rmtree(current)
-        for other in sorted(base.glob("train-*")):
-            if other != current and other.is_dir():
-                state = _newest_state(other)
-                change = describe_change(state, inputs.settings, inputs.inputs) if state else "unknown"
-                log.info("resume: removing %s, made with other settings (%s)", display_path(other), change)
-                shutil.rmtree(other)
+            shutil.rmtree(current)  # Ray would resume from them otherwise
         state = _newest_state(current)
         if state is None:
             log.info("resume: no Ray checkpoint of these settings yet")
         else:
             log.info("resume: from the Ray checkpoint at step %d in %s", state.step, display_path(current))
         return state
+
+    def prune(self, inputs: RunInputs) -> None:
+        if "://" in self.storage:
+            return
+        base = Path(self.storage)
+        current = configuration_folder(base, inputs.fingerprint, RAY_PREFIX)
+        for path in prune_configurations(base, current, self.params.train.keep_configurations, RAY_PREFIX):
+            log.info("removed the Ray checkpoints %s (train.keep_configurations)", display_path(path))
 
     def train(self, inputs: RunInputs, tracker: RunTracker) -> Outcome:
         with ray_cluster(self.params.ray, self.root):
