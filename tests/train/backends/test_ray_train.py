@@ -81,7 +81,7 @@ def test_two_workers_match_one_process_and_leave_nothing_running(
 def test_interrupted_ray_run_resumes_from_its_ray_checkpoint(
     make_params, train_command, curve, mlflow_runs, tmp_path: Path
 ) -> None:
-    settings = {"batch_size": PER_WORKER_BATCH, "max_steps": 100, "eval_every": 10, "checkpoint_every": 20}
+    settings = {"batch_size": PER_WORKER_BATCH, "max_steps": 60, "eval_every": 10, "checkpoint_every": 20}
     params = make_params(tmp_path / "ray", ray={"use_ray": True, "num_workers": WORKERS}, **settings)
     process = subprocess.Popen(
         train_command(params), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
