@@ -41,50 +41,17 @@ def ray_processes(project: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_workers_match_one_process_and_leave_nothing_running(
+def test_two_workers_interrupted_and_resumed_match_one_process_and_leave_nothing_running(
     metric_history, make_params, train_command, curve, mlflow_runs, tmp_path: Path
 ) -> None:
-    single = make_params(tmp_path / "single", batch_size=PER_WORKER_BATCH * WORKERS)
-    fit(load_params(single), root=tmp_path)
-    on_ray = make_params(
-        tmp_path / "ray",
-        batch_size=PER_WORKER_BATCH,
-        ray={"use_ray": True, "num_workers": WORKERS},
-    )
-    result = subprocess.run(train_command(on_ray), cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    metrics = json.loads((tmp_path / "ray" / "metrics.json").read_text())
-    expected = json.loads((tmp_path / "single" / "metrics.json").read_text())
-    assert metrics["steps"] == 20
-    assert metrics["tokens_seen"] == expected["tokens_seen"]  # the same global batch
-    for name, column in (("train_loss.csv", "train_loss"), ("val_loss.csv", "val_loss")):
-        assert curve(tmp_path / "ray" / "plots" / name, column) == pytest.approx(
-            curve(tmp_path / "single" / "plots" / name, column), abs=CURVE_TOLERANCE
-        )
-    assert (tmp_path / "ray" / "model" / "model.safetensors").is_file()
-
-    uri = f"sqlite:///{tmp_path / 'ray' / 'mlflow.db'}"
-    (run,) = mlflow_runs(uri)  # the driver's run, logged into by rank 0 only
-    assert run.info.status == "FINISHED"
-    assert run.data.params["ray.num_workers"] == str(WORKERS)
-    steps = [step for step, _ in metric_history(uri, run.info.run_id) if step < 20]
-    assert steps == list(range(1, 20))  # once per step
-    assert run.data.metrics["val_loss"] == pytest.approx(metrics["val_loss"])
-    checkpoints = sorted((tmp_path / "ray" / "checkpoints" / "ray").glob("train-*/checkpoint_0*"))
-    assert [p.name for p in checkpoints] == ["checkpoint_000000010", "checkpoint_000000020"]
-    assert ray_processes(PROJECT_ROOT) == []
-    assert not list(Path.home().glob(".ray/auth_token*"))
-
-
-@pytest.mark.slow
-def test_interrupted_ray_run_resumes_from_its_ray_checkpoint(
-    make_params, train_command, curve, mlflow_runs, tmp_path: Path
-) -> None:
-    settings = {"batch_size": PER_WORKER_BATCH, "max_steps": 60, "eval_every": 10, "checkpoint_every": 20}
-    params = make_params(tmp_path / "ray", ray={"use_ray": True, "num_workers": WORKERS}, **settings)
+    """One 2-worker run (Ctrl-C after its first Ray checkpoint, then run again) against one process
+    with the same global batch: the same curves, outputs and MLflow run, and no Ray process left.
+    (One Ray run covers both the plain and the resumed path: each Ray start costs ~30 s here.)"""
+    settings = {"max_steps": 60, "eval_every": 10, "checkpoint_every": 20}
+    ray = {"use_ray": True, "num_workers": WORKERS}
+    on_ray = make_params(tmp_path / "ray", batch_size=PER_WORKER_BATCH, ray=ray, **settings)
     process = subprocess.Popen(
-        train_command(params), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        train_command(on_ray), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     storage = tmp_path / "ray" / "checkpoints" / "ray"
     deadline = time.monotonic() + 400
@@ -95,18 +62,34 @@ def test_interrupted_ray_run_resumes_from_its_ray_checkpoint(
     process.wait(timeout=120)
     assert process.returncode != 0, "the run finished before it could be interrupted"
     assert not (tmp_path / "ray" / "metrics.json").exists()
+    assert ray_processes(PROJECT_ROOT) == []  # Ctrl-C stops the local cluster too
 
-    again = subprocess.run(train_command(params), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(train_command(on_ray), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resume: from the Ray checkpoint at step" in again.stderr
-    single = make_params(tmp_path / "single", **{**settings, "batch_size": PER_WORKER_BATCH * WORKERS})
+
+    single = make_params(tmp_path / "single", batch_size=PER_WORKER_BATCH * WORKERS, **settings)
     fit(load_params(single), root=tmp_path)
-    assert curve(tmp_path / "ray" / "plots" / "train_loss.csv", "train_loss") == pytest.approx(
-        curve(tmp_path / "single" / "plots" / "train_loss.csv", "train_loss"), abs=CURVE_TOLERANCE
-    )
-    (run,) = mlflow_runs(f"sqlite:///{tmp_path / 'ray' / 'mlflow.db'}")  # it continued the interrupted run
+    metrics = json.loads((tmp_path / "ray" / "metrics.json").read_text())
+    expected = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    assert metrics["steps"] == 60
+    assert metrics["tokens_seen"] == expected["tokens_seen"]  # the same global batch
+    for name, column in (("train_loss.csv", "train_loss"), ("val_loss.csv", "val_loss")):
+        assert curve(tmp_path / "ray" / "plots" / name, column) == pytest.approx(
+            curve(tmp_path / "single" / "plots" / name, column), abs=CURVE_TOLERANCE
+        )
+    assert (tmp_path / "ray" / "model" / "model.safetensors").is_file()
+
+    uri = f"sqlite:///{tmp_path / 'ray' / 'mlflow.db'}"
+    (run,) = mlflow_runs(uri)  # the driver's run, continued after the interruption, rank 0 logging
     assert run.info.status == "FINISHED"
+    assert run.data.params["ray.num_workers"] == str(WORKERS)
+    assert [step for step, _ in metric_history(uri, run.info.run_id)] == list(range(1, 61))  # once each
+    assert run.data.metrics["val_loss"] == pytest.approx(metrics["val_loss"])
+    checkpoints = sorted(storage.glob("train-*/checkpoint_0*"))
+    assert [p.name for p in checkpoints] == ["checkpoint_000000040", "checkpoint_000000060"]  # keep 2
     assert ray_processes(PROJECT_ROOT) == []
+    assert not list(Path.home().glob(".ray/auth_token*"))
 
 
 def test_a_strategy_without_its_package_is_one_clear_line(make_params, train_command, tmp_path: Path) -> None:
