@@ -286,6 +286,25 @@ def http_server(tmp_path: Path) -> Iterator[StaticServer]:
 # --------------------------------------------------------------------------- the tiny corpus
 
 
+@pytest.fixture(scope="session")
+def two_local_datasets() -> Callable[[Path], dict]:
+    """``two_local_datasets(folder)``: params data whose ``download.datasets`` are two small text
+    files written into ``folder`` (``first`` and ``second``; ``tokenize.dataset`` is ``first``)."""
+
+    def make(folder: Path) -> dict:
+        from src.config import PARAMS_FILE
+
+        data = yaml.safe_load(PARAMS_FILE.read_text())
+        data["download"]["datasets"] = {}
+        for name in ("first", "second"):
+            (folder / f"{name}.txt").write_text("".join(f"{name} line {i}\n" for i in range(20)))
+            data["download"]["datasets"][name] = {"path": "text", "data_files": str(folder / f"{name}.txt")}
+        data["tokenize"]["dataset"] = "first"
+        return data
+
+    return make
+
+
 def _tiny_params(folder: Path, cache_dir: Path, corpus: Path) -> dict:
     """params.yaml with the tiny model and corpus; data in ``cache_dir``, every output in ``folder``."""
     from src.config import PARAMS_FILE

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.config import PARAMS_FILE, DatasetSpec, Params, parse_params
+from src.config import PARAMS_FILE, DatasetSpec, parse_params
 from src.data.download import download_all, download_dataset
 from src.data.raw_export import read_manifest
 from src.errors import ConfigError
@@ -173,19 +173,10 @@ def test_source_problems_are_config_errors(tmp_path: Path) -> None:
         download_dataset("json", spec(path="json", data_files=str(tmp_path / "a.jsonl")), tmp_path)
 
 
-def two_text_datasets(tmp_path: Path) -> Params:
-    """Params whose ``download.datasets`` are two small local text files."""
-    data = yaml.safe_load(PARAMS_FILE.read_text())
-    data["download"]["datasets"] = {}
-    for name in ("first", "second"):
-        (tmp_path / f"{name}.txt").write_text("".join(f"{name} line {i}\n" for i in range(20)))
-        data["download"]["datasets"][name] = {"path": "text", "data_files": str(tmp_path / f"{name}.txt")}
-    data["tokenize"]["dataset"] = "first"
-    return parse_params(data)
-
-
-def test_download_all_fetches_every_listed_dataset_or_the_named_ones(tmp_path: Path) -> None:
-    params = two_text_datasets(tmp_path)
+def test_download_all_fetches_every_listed_dataset_or_the_named_ones(
+    two_local_datasets, tmp_path: Path
+) -> None:
+    params = parse_params(two_local_datasets(tmp_path))
     exports = download_all(params, tmp_path / "all")
     assert exports == {name: tmp_path / "all" / "raw" / name for name in ("first", "second")}
     assert read_texts(exports["second"] / "train.jsonl")[0] == "second line 0"

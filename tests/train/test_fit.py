@@ -153,21 +153,36 @@ def test_killed_run_resumes_exactly(
     assert [step for step, _ in metric_history(uri, run.info.run_id)] == list(range(1, 101))
 
 
-def test_truncated_tokens_are_refused_and_not_rewritten(
-    make_params, folder_bytes, mlflow_runs, tmp_path: Path
+def cut_short(data: bytes) -> bytes:
+    return data[:-2]
+
+
+def zero_first_half(data: bytes) -> bytes:
+    return bytes(len(data) // 2) + data[len(data) // 2 :]  # id 0 everywhere in the first half, same size
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (cut_short, "truncated or damaged ("),
+        (zero_first_half, "its bytes are not the ones manifest.json names ("),
+    ],
+)
+def test_damaged_tokens_are_refused_before_training_and_not_rewritten(
+    damage, message: str, make_params, folder_bytes, mlflow_runs, tmp_path: Path
 ) -> None:
-    """The train stage only reads tokens: stale ones are one line naming the file, never re-tokenized."""
+    """The train stage only reads tokens, and only bytes the manifest's hash vouches for: damaged
+    ones are one line naming the file, checked before any work, and never re-tokenized."""
     params = load_params(make_params(tmp_path / "run", data="copy"))
     token_dir = params.paths.tokenized_dir("bpe")
     train_bin = token_dir / "train.bin"
-    train_bin.write_bytes(train_bin.read_bytes()[:-2])
+    train_bin.write_bytes(damage(train_bin.read_bytes()))
     before = folder_bytes(token_dir)
     with pytest.raises(PipelineError) as caught:
         fit(params, root=tmp_path)
-    message = str(caught.value)
-    assert "\n" not in message
-    assert message.startswith(f"{train_bin}: truncated or damaged (")
-    assert "re-run `dvc repro tokenize`" in message
+    assert "\n" not in str(caught.value)
+    assert str(caught.value).startswith(f"{train_bin}: {message}")
+    assert str(caught.value).endswith("re-run `dvc repro tokenize` (or `dvc checkout`)")
     assert folder_bytes(token_dir) == before  # the manifest and every token file as they were
     assert not Path(params.paths.model_dir).exists() and not Path(params.paths.metrics_file).exists()
     assert mlflow_runs(params.mlflow.tracking_uri) == []  # refused before a run was opened
@@ -217,26 +232,6 @@ def test_bf16_mixed_precision_trains(tiny_params, tmp_path: Path) -> None:
     train = dataclasses.replace(tiny_params.train, precision="bf16-mixed", max_steps=10, checkpoint_every=5)
     metrics = fit(dataclasses.replace(tiny_params, train=train), root=tmp_path)
     assert metrics["steps"] == 10 and math.isfinite(metrics["val_loss"])
-
-
-def test_same_size_corrupted_tokens_are_refused_before_training(
-    make_params, folder_bytes, mlflow_runs, tmp_path: Path
-) -> None:
-    """Half the ids replaced, same size: the bytes are checked against the manifest's hash first."""
-    params = load_params(make_params(tmp_path / "run", data="copy"))
-    token_dir = params.paths.tokenized_dir("bpe")
-    train_bin = token_dir / "train.bin"
-    data = bytearray(train_bin.read_bytes())
-    data[: len(data) // 2] = bytes(len(data) // 2)  # id 0 everywhere in the first half
-    train_bin.write_bytes(bytes(data))
-    before = folder_bytes(token_dir)
-    with pytest.raises(PipelineError) as caught:
-        fit(params, root=tmp_path)
-    assert str(caught.value).startswith(f"{train_bin}: its bytes are not the ones manifest.json names (")
-    assert str(caught.value).endswith("re-run `dvc repro tokenize` (or `dvc checkout`)")
-    assert folder_bytes(token_dir) == before
-    assert not Path(params.paths.model_dir).exists() and not Path(params.paths.metrics_file).exists()
-    assert mlflow_runs(params.mlflow.tracking_uri) == []  # refused before a run was opened
 
 
 @pytest.mark.slow

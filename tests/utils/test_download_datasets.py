@@ -50,15 +50,9 @@ def test_seed_command_and_log_numbering(tmp_path: Path, python_runner) -> None:
     assert "exported" in (tmp_path / "logs" / "download_datasets_2.log").read_text()
 
 
-def test_the_datasets_to_download_are_download_datasets_of_params(tmp_path: Path) -> None:
+def test_the_datasets_to_download_are_download_datasets_of_params(two_local_datasets, tmp_path: Path) -> None:
     """The seed's DATASETS_TO_DOWNLOAD is ``download.datasets``: all by default, or the ``--dataset`` ones."""
-    params = yaml.safe_load(PARAMS_FILE.read_text())
-    params["download"]["datasets"] = {}
-    for name in ("first", "second"):
-        (tmp_path / f"{name}.txt").write_text("".join(f"{name} line {i}\n" for i in range(20)))
-        params["download"]["datasets"][name] = {"path": "text", "data_files": str(tmp_path / f"{name}.txt")}
-    params["tokenize"]["dataset"] = "first"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(two_local_datasets(tmp_path)))
     common = ["--params", str(tmp_path / "params.yaml"), "--log-dir", str(tmp_path / "logs")]
     assert sorted(main([*common, "--cache-dir", str(tmp_path / "all")])) == ["first", "second"]
     assert list(main([*common, "--cache-dir", str(tmp_path / "one"), "--dataset", "second"])) == ["second"]
