@@ -35,8 +35,9 @@ browser:
 	@if [ -n "$$CI" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& ! command -v chromium-headless-shell >/dev/null && ! command -v chromium >/dev/null; then \
 		echo "installing chromium-headless-shell for the MLflow UI test"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null; fi
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null) \
+		|| echo "could not install chromium-headless-shell: the browser test will be skipped"; fi
 
 lint: setup
 	ruff check .
