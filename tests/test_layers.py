@@ -16,8 +16,6 @@ Layers, lowest first (a module may import its own layer and the ones below):
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from src.paths import PROJECT_ROOT
 from src.utils.import_graph import imported_modules, module_file
 
@@ -111,5 +109,4 @@ def test_the_seed_scripts_keep_working_without_path_edits() -> None:
 
 def test_layers_cover_every_module() -> None:
     for name in project_graph():
-        layer(name)
-    assert Path(PROJECT_ROOT / "src" / "cli.py").is_file()
+        layer(name)  # raises for a module no layer covers

@@ -46,15 +46,6 @@ def check_tokenizer(token_dir: Path, manifest: TokenManifest, fingerprint: str) 
         )
 
 
-def has_complete_files(token_dir: Path, manifest: TokenManifest) -> bool:
-    """Every split's token file is there with the size the manifest says."""
-    itemsize = manifest.token_dtype().itemsize
-    return all(
-        (token_dir / info.file).is_file() and (token_dir / info.file).stat().st_size == info.tokens * itemsize
-        for info in manifest.splits.values()
-    )
-
-
 def verified_record() -> Path:
     """Where the token files already verified are remembered: outside every DVC output."""
     return workspace_root() / "tmp" / "verified_tokens.json"

@@ -24,7 +24,7 @@ from src.config import BPE, Params
 from src.data.fast_encoder import DocumentEncoder, build_encoder
 from src.data.manifests import MANIFEST, TokenizerInfo, TokenManifest, TokenSource, TokenSplit
 from src.data.raw_export import VALIDATION, parse_document_lines, read_manifest
-from src.data.token_files import TOKENIZER_DIR, has_complete_files, read_token_manifest, token_dtype
+from src.data.token_files import TOKENIZER_DIR, read_token_manifest, token_dtype, verify_token_files
 from src.data.tokenizer_setup import eos_id, load_pretrained, tokenizer_fingerprint, train_bpe
 from src.errors import PipelineError
 from src.paths import display_path, resolve_path
@@ -123,7 +123,11 @@ def is_up_to_date(token_dir: Path, tokenizer: Any, export_dir: Path) -> bool:
         return False
     if manifest.source.files != export_hashes(export_dir):
         return False
-    return has_complete_files(token_dir, manifest)
+    try:
+        verify_token_files(token_dir, manifest)  # every byte as the manifest says, not just the sizes
+    except PipelineError:
+        return False
+    return True
 
 
 def tokenize_export(

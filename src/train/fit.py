@@ -22,7 +22,6 @@ from pathlib import Path
 from src.config import Params
 from src.paths import PROJECT_ROOT, display_path, resolve_path
 from src.train.backends import Backend
-from src.train.history import History
 from src.train.outputs import write_outputs
 from src.train.run_inputs import RunInputs, prepare_run_inputs
 from src.train.tracking import RunTracker, dvc_experiment_name, run_tags, tracking_uri
@@ -89,13 +88,13 @@ def open_run(params: Params, root: Path, inputs: RunInputs) -> RunTracker:
     resumed = inputs.resumed
     if resumed and tracker.reattach(resumed.mlflow_run_id or "", run_name):
         log.info("continuing MLflow run %s", tracker.run_id)
-        tracker.log_missing(History.from_state(resumed.history.state()).tracked())
+        tracker.log_missing(resumed.history.tracked())
     else:
         tags = run_tags(inputs.manifest, inputs.manifest_sha256, inputs.token_dir, root)
         tracker.start(run_name, tags, inputs.settings)
         log_training_data(params, root, inputs, tracker)
         if resumed:
-            for metrics, step in History.from_state(resumed.history.state()).tracked():
+            for metrics, step in resumed.history.tracked():
                 tracker.log_metrics(metrics, step)
             tracker.flush()
     tracker.claim()

@@ -10,20 +10,20 @@ import pytest
 
 from src.data.token_files import (
     check_tokenizer,
-    has_complete_files,
     open_tokens,
     read_token_manifest,
     token_dtype,
+    verify_token_files,
 )
 from src.errors import PipelineError
 
 
-def test_intact_files_memory_map(token_dir: Path) -> None:
+def test_intact_files_memory_map(token_dir: Path, tmp_path: Path) -> None:
     manifest = read_token_manifest(token_dir)
     tokens = open_tokens(token_dir, "train", manifest)
     assert isinstance(tokens, np.memmap) and tokens.dtype == np.dtype("<u2")
     assert len(tokens) == manifest.splits["train"].tokens
-    assert has_complete_files(token_dir, manifest)
+    verify_token_files(token_dir, manifest, record=tmp_path / "verified.json")  # no error: intact
     check_tokenizer(token_dir, manifest, manifest.tokenizer.sha256)
 
 
@@ -40,7 +40,8 @@ def test_truncated_or_missing_file_is_refused(token_dir: Path, tmp_path: Path) -
     manifest = read_token_manifest(tokens)
     data = (tokens / "train.bin").read_bytes()
     (tokens / "train.bin").write_bytes(data[: len(data) // 2])
-    assert not has_complete_files(tokens, manifest)
+    with pytest.raises(PipelineError, match=r"train.bin: truncated or damaged"):
+        verify_token_files(tokens, manifest, record=tmp_path / "verified.json")
     with pytest.raises(
         PipelineError,
         match=r"train.bin: truncated or damaged \(\d+ bytes, expected \d+\); re-run `dvc repro tokenize`",

@@ -8,6 +8,7 @@ real headless browser.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
@@ -66,7 +67,7 @@ def test_runs_carry_mlflow_source_tags(trained) -> None:
         tags = run.data.tags
         assert tags["mlflow.source.name"] == "src/train/train.py"
         assert tags["mlflow.source.type"] == "LOCAL"
-        assert tags["mlflow.user"]
+        assert tags["mlflow.user"] == getpass.getuser()
         assert tags["mlflow.source.git.commit"] == commit.stdout.strip()
 
 
