@@ -179,10 +179,18 @@ def read_state(path: Path) -> CheckpointState:
 
 
 def save_checkpoint(folder: Path, step: int, state: CheckpointState, keep: int) -> Path:
-    """Write ``state`` as ``step-<n>.ckpt``, then drop all but the newest ``keep``."""
+    """Write ``state`` as ``step-<n>.ckpt``, then drop all but the newest ``keep``.
+
+    A run writes its steps in order, so a later step already in the folder is left from an earlier
+    run of this configuration (``train.resume: never``): it goes once the new checkpoint is written,
+    rather than outliving it and pushing the new one out.
+    """
     target = checkpoint_path(folder, step)
     write_state(target, state)
-    for old in list_checkpoints(folder)[:-keep]:
+    found = list_checkpoints(folder)
+    stale = [path for path in found if path.name > target.name]  # zero-padded: name order is step order
+    current = [path for path in found if path.name <= target.name]
+    for old in stale + current[:-keep]:
         old.unlink()
     return target
 

@@ -172,3 +172,13 @@ def test_configurations_are_pruned_newest_first_and_loose_files_go(tmp_path: Pat
     removed = prune_configurations(tmp_path, current=folders[0], keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folders[0].name, folders[3].name])
     assert set(removed) == {folders[1], folders[2], tmp_path / "step-000000010.ckpt"}
+
+
+def test_a_fresh_run_replaces_the_later_checkpoints_of_an_earlier_one(tmp_path: Path) -> None:
+    """With train.resume: never, the new run's checkpoints win over the old run's later steps."""
+    for step in (50, 60):
+        save_checkpoint(tmp_path, step, state(step), keep=2)
+    save_checkpoint(tmp_path, 10, state(10), keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000010.ckpt"]
+    save_checkpoint(tmp_path, 20, state(20), keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000010.ckpt", "step-000000020.ckpt"]
