@@ -87,6 +87,8 @@ class RayBackend:
     def __init__(self, params: Params, root: Path) -> None:
         self.params, self.root = params, root
         self.storage = storage_location(params, root)
+        self.resume_from: Path | None = None
+        """The checkpoint the driver found (and told MLflow about): the workers start from it too."""
 
     def check(self) -> None:
         check_strategy(self.params.ray.strategy)
@@ -102,7 +104,8 @@ class RayBackend:
         current = configuration_folder(Path(self.storage), inputs.fingerprint, RAY_PREFIX)
         if self.params.train.resume == "never" and current.exists():
             shutil.rmtree(current)  # Ray would resume from them otherwise
-        state = _newest_state(current)
+        found = newest_readable(sorted(current.glob(f"checkpoint_*/{STATE_FILE}")))
+        self.resume_from, state = found if found else (None, None)
         if state is None:
             log.info("resume: no Ray checkpoint of these settings yet")
         else:
@@ -138,6 +141,7 @@ class RayBackend:
                 "root": str(self.root),
                 "tracking_uri": tracker.client.tracking_uri,
                 "run_id": tracker.run_id,
+                "resume_from": str(self.resume_from) if self.resume_from else None,
             },
             scaling_config=ScalingConfig(
                 num_workers=config.num_workers,
@@ -165,11 +169,6 @@ class RayBackend:
         return result.return_value
 
 
-def _newest_state(run_dir: Path) -> CheckpointState | None:
-    found = newest_readable(sorted(run_dir.glob(f"checkpoint_*/{STATE_FILE}")))
-    return found[1] if found else None
-
-
 def failure_line(error: BaseException) -> str:
     """The original exception of the first failed rank, in one line."""
     failures = getattr(error, "worker_failures", None)
@@ -188,10 +187,12 @@ def worker_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     params = parse_params(config["params"])
     root = Path(config["root"])
     inputs = prepare_run_inputs(params, root)
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint()  # set when Ray restarts the group after a worker failure
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             inputs = inputs.resuming(read_state(Path(folder) / STATE_FILE))
+    elif config["resume_from"]:  # a new run of the same settings: the one the driver found and logged
+        inputs = inputs.resuming(read_state(Path(config["resume_from"])))
     rank = ray.train.get_context().get_world_rank()
     tracker = RunTracker(config["tracking_uri"], None, run_id=config["run_id"]) if rank == 0 else None
     outcome = train_on_rank(params, root, inputs, tracker, _ray_placement(params, root))
