@@ -192,6 +192,12 @@ class TrainConfig:
     """Where to train; ``auto`` takes a GPU when there is one."""
     compile: bool = False
     """Wrap the model in ``torch.compile`` (checkpoints still store the plain weights)."""
+    loss_chunk_tokens: int = setting(0, within="[0, 1000000000]")
+    """Compute the loss this many tokens at a time, so the (tokens x vocabulary) logits never exist at
+    once: less memory for large vocabularies, one more LM-head matmul. 0 = in one piece."""
+    peak_tflops: float = setting(0.0, within="[0, 1000000]")
+    """The device's peak TFLOP/s for MFU; 0 = the dense bf16 peak of a known GPU (A100, H100, H200,
+    L4 ...), none on other devices (then only the achieved TFLOP/s is reported)."""
     eval_every: int = setting(100, within="[1, 1000000000]")
     """Run validation every this many optimizer steps (and at the end)."""
     checkpoint_every: int = setting(100, within="[1, 1000000000]")

@@ -13,6 +13,7 @@ from torch import nn
 from src.config import ModelConfig, TrainConfig
 from src.data.windows import IGNORE_INDEX
 from src.errors import ConfigError
+from src.models.chunked_loss import chunked_causal_lm_loss, unsupported_reason
 from src.models.metrics import MAX_LOSS_FOR_PERPLEXITY
 from src.models.optim import build_optimizer
 from src.utils.hub import from_folder_or_hub
@@ -24,6 +25,13 @@ class Vocabulary:
 
     size: int
     eos_id: int
+
+
+@dataclass(frozen=True)
+class LossOnly:
+    """The forward output of the chunked loss: there are no full logits to return."""
+
+    loss: torch.Tensor
 
 
 def build_model(
@@ -72,12 +80,24 @@ class CausalLM(L.LightningModule):
         super().__init__()
         self.model = model
         self.train_config = train
-        # The compiled wrapper is kept out of the module tree, so state_dict (and every
+        # The compiled wrappers are kept out of the module tree, so state_dict (and every
         # checkpoint) holds the plain weights whether or not compile is on.
         self._forward = [torch.compile(model) if train.compile else model]
+        self._body: list[nn.Module] = []
+        if train.loss_chunk_tokens:
+            if reason := unsupported_reason(model):
+                raise ConfigError(f"train.loss_chunk_tokens: the model cannot use it: {reason}; set it to 0")
+            body = model.base_model  # the transformer without its LM head
+            self._body = [torch.compile(body) if train.compile else body]
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> Any:
-        return self._forward[0](input_ids=input_ids, labels=labels)  # logits: (B, T, V)
+        """The model's output (logits: (B, T, V)); with ``train.loss_chunk_tokens`` and labels, only
+        the loss, computed without the full logits (src.models.chunked_loss)."""
+        if labels is None or not self._body:
+            return self._forward[0](input_ids=input_ids, labels=labels)
+        hidden = self._body[0](input_ids=input_ids).last_hidden_state
+        head = self.model.get_output_embeddings().weight
+        return LossOnly(chunked_causal_lm_loss(hidden, head, labels, self.train_config.loss_chunk_tokens))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch["input_ids"], batch["labels"]).loss

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+import torch
 
+from src.models.flops import device_peak_tflops, utilization
 from src.models.metrics import perplexity
 from src.train.checkpoints import CheckpointState, restore_rng_states
 from src.train.history import History, tracked_train_metrics
@@ -22,11 +24,19 @@ log = logging.getLogger(__name__)
 
 
 class StepRecorder(L.Callback):
-    """Records loss, learning rate and tokens/s per optimizer step and validation results per eval.
+    """Records loss, learning rate, tokens/s, TFLOP/s and MFU per optimizer step, and validation results.
 
     With several ranks, the recorded loss is the mean over all of them (the loss
     of the global batch) and tokens count every rank's windows.
+
+    On an accelerator the losses stay on the device and are read every
+    ``RECORD_EVERY_ON_ACCELERATOR`` steps (and before each validation and at the
+    end): reading one is a host-device sync that would stall the queue of kernels
+    every step. Throughput is then the mean over those steps, data loading included.
     """
+
+    #: Steps between reads of the losses on an accelerator (one sync each); 1 on the CPU.
+    RECORD_EVERY_ON_ACCELERATOR = 10
 
     def __init__(
         self,
@@ -38,48 +48,91 @@ class StepRecorder(L.Callback):
         max_length: int,
         accumulate: int,
         log_metrics: Callable[[dict[str, float], int], None] | None,
+        flops_per_token: int = 0,
+        peak_tflops: float = 0.0,
     ) -> None:
         self.history, self.start_step, self.max_steps = history, start_step, max_steps
         self.windows_per_step, self.max_length, self.accumulate = windows_per_step, max_length, accumulate
         self.log_metrics = log_metrics
-        self._losses: list[float] = []
-        self._started = 0.0
+        self.flops_per_token = flops_per_token
+        self.peak_tflops = peak_tflops  # per device; 0 = look the accelerator up (see src.models.flops)
+        self.record_every = 1
+        self._micro_losses: list[torch.Tensor] = []
+        self._pending: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, mean loss on the device)
+        self._interval_started: float | None = None
         self._lr = 0.0
 
     def step(self, trainer: L.Trainer) -> int:
         return self.start_step + trainer.global_step
 
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        device = trainer.strategy.root_device
+        if device.type != "cpu":
+            self.record_every = self.RECORD_EVERY_ON_ACCELERATOR
+        if not self.peak_tflops and device.type == "cuda":
+            self.peak_tflops = device_peak_tflops(torch.cuda.get_device_name(device)) or 0.0
+
     def on_train_batch_start(
         self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if self._interval_started is None:
+            self._interval_started = time.perf_counter()
         if batch_idx % self.accumulate == 0:
-            self._started = time.perf_counter()
             self._lr = trainer.optimizers[0].param_groups[0]["lr"]  # the rate this step uses
 
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        loss = outputs["loss"].detach()
-        if trainer.world_size > 1:
-            loss = trainer.strategy.reduce(loss, reduce_op="mean")
-        self._losses.append(float(loss))
+        self._micro_losses.append(outputs["loss"].detach())
         if (batch_idx + 1) % self.accumulate:
             return
-        seconds = time.perf_counter() - self._started
-        tokens = self.windows_per_step * self.max_length * trainer.world_size
-        row = {
-            "step": self.step(trainer),
-            "train_loss": sum(self._losses) / len(self._losses),
-            "lr": self._lr,
-            "tokens_per_s": tokens / max(seconds, 1e-9),
-        }
-        self._losses = []
-        self.history.train.append(row)
+        mean_loss = torch.stack(self._micro_losses).double().mean()
+        self._micro_losses = []
+        step = self.step(trainer)
+        self._pending.append((step, self._lr, mean_loss))
+        if len(self._pending) >= self.record_every or step >= self.max_steps:
+            rate = self.record(trainer)
+            module.log("tokens_per_s", rate, prog_bar=True, on_step=True, on_epoch=False)
+
+    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.record(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.record(trainer)
+
+    def record(self, trainer: L.Trainer) -> float:
+        """Reads the pending steps' losses (one sync) into the history and MLflow; returns tokens/s.
+
+        Every rank calls it at the same steps: with several ranks the losses are reduced.
+        """
+        if not self._pending:
+            return math.nan
+        losses = torch.stack([loss for _, _, loss in self._pending])
+        if trainer.world_size > 1:
+            losses = trainer.strategy.reduce(losses, reduce_op="mean")
+        values = losses.tolist()
+        seconds = time.perf_counter() - (self._interval_started or time.perf_counter())
+        tokens = self.windows_per_step * self.max_length * trainer.world_size * len(self._pending)
+        rate = tokens / max(seconds, 1e-9)
+        speed = self.speed(rate, trainer.world_size)
+        for (step, lr, _), loss in zip(self._pending, values, strict=True):
+            row = {"step": step, "train_loss": loss, "lr": lr, "tokens_per_s": rate, **speed}
+            self.history.train.append(row)
+            if self.log_metrics and trainer.is_global_zero:
+                self.log_metrics(tracked_train_metrics(row), step)
         self.history.tokens_seen += tokens
         self.history.train_seconds += seconds
-        module.log("tokens_per_s", row["tokens_per_s"], prog_bar=True, on_step=True, on_epoch=False)
-        if self.log_metrics and trainer.is_global_zero:
-            self.log_metrics(tracked_train_metrics(row), row["step"])
+        self._pending, self._interval_started = [], None
+        return rate
+
+    def speed(self, tokens_per_s: float, devices: int) -> dict[str, float]:
+        """Achieved model TFLOP/s and, where the device's peak is known, MFU (src.models.flops)."""
+        speed = {}
+        if self.flops_per_token:
+            speed["tflops"] = tokens_per_s * self.flops_per_token / 1e12
+            if self.peak_tflops:
+                speed["mfu"] = utilization(tokens_per_s, self.flops_per_token, self.peak_tflops, devices)
+        return speed
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:

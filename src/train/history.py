@@ -14,7 +14,9 @@ from typing import Any
 class History:
     """What the plots and metrics are made of; carried in checkpoints across a resume."""
 
-    train: list[dict[str, float]] = field(default_factory=list)  # step, train_loss, lr, tokens_per_s
+    train: list[dict[str, float]] = field(
+        default_factory=list
+    )  # step, train_loss, lr, tokens_per_s[, tflops, mfu]
     val: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> val_loss, val_perplexity
     tokens_seen: int = 0
     train_seconds: float = 0.0
@@ -38,5 +40,8 @@ class History:
 
 
 def tracked_train_metrics(row: dict[str, float]) -> dict[str, float]:
-    """The MLflow metrics of one optimizer step (``tokens_per_s`` is the run's average in MLflow)."""
-    return {"train_loss": row["train_loss"], "lr": row["lr"], "step_tokens_per_s": row["tokens_per_s"]}
+    """The MLflow metrics of one optimizer step (``tokens_per_s`` and ``mfu`` are the run's averages)."""
+    metrics = {"train_loss": row["train_loss"], "lr": row["lr"], "step_tokens_per_s": row["tokens_per_s"]}
+    if "mfu" in row:
+        metrics["step_mfu"] = row["mfu"]
+    return metrics

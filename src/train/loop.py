@@ -18,6 +18,7 @@ import lightning as L
 from src.config import Params
 from src.data.token_data import TokenDataModule
 from src.models.causal_lm import CausalLM, build_model
+from src.models.flops import flops_per_token
 from src.models.metrics import perplexity
 from src.paths import resolve_path, workspace_root
 from src.train.callbacks import PeriodicCheckpoint, RestoreTrainingState, StepRecorder
@@ -26,6 +27,7 @@ from src.train.history import History
 from src.train.reporting import unigram_perplexity
 from src.train.run_inputs import RunInputs
 from src.train.tracking import RunTracker
+from src.train.trainer_settings import progress_bar, trainer_settings
 
 #: Saves one checkpoint: (trainer, step, state). Every rank calls it; only rank 0 has a state.
 Persist = Callable[[L.Trainer, int, "CheckpointState | None"], None]
@@ -111,37 +113,23 @@ def train_on_rank(
             # (and logs any that a kill between the two left out, see RunTracker.log_missing).
             tracker.flush()
 
-    callbacks: list[L.Callback] = [
-        StepRecorder(
-            history,
-            start_step=inputs.step,
-            max_steps=t.max_steps,
-            windows_per_step=windows_per_step,
-            max_length=t.max_length,
-            accumulate=t.accumulate_grad_batches,
-            log_metrics=tracker.log_metrics if tracker else None,
-        ),
-        PeriodicCheckpoint(t.checkpoint_every, inputs.step, save),
-    ]
+    recorder = StepRecorder(
+        history,
+        start_step=inputs.step,
+        max_steps=t.max_steps,
+        windows_per_step=windows_per_step,
+        max_length=t.max_length,
+        accumulate=t.accumulate_grad_batches,
+        log_metrics=tracker.log_metrics if tracker else None,
+        flops_per_token=flops_per_token(module.model, t.max_length),
+        peak_tflops=t.peak_tflops,
+    )
+    callbacks: list[L.Callback] = [recorder, PeriodicCheckpoint(t.checkpoint_every, inputs.step, save)]
     if inputs.resumed:
         callbacks.append(RestoreTrainingState(inputs.resumed))
     trainer = L.Trainer(
-        **placement.trainer_options,
-        precision=t.precision,
-        max_steps=t.max_steps - inputs.step,
-        max_epochs=1,  # the sampler streams every remaining step's windows as one epoch
-        accumulate_grad_batches=t.accumulate_grad_batches,
-        gradient_clip_val=t.grad_clip or None,
-        val_check_interval=t.eval_every * t.accumulate_grad_batches,
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        # Bitwise reproducible on CPU; GPU kernels without a deterministic version only warn.
-        deterministic=True if placement.trainer_options["accelerator"] == "cpu" else "warn",
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        callbacks=callbacks,
+        **trainer_settings(t, placement.trainer_options, inputs.step),
+        callbacks=callbacks + progress_bar(placement.trainer_options),
         default_root_dir=str(root / "tmp" / "lightning"),
     )
     trainer = placement.wrap_trainer(trainer)
@@ -158,6 +146,7 @@ def train_on_rank(
         "steps": t.max_steps,
         "tokens_seen": history.tokens_seen,
     }
+    metrics.update(recorder.speed(metrics["tokens_per_s"], trainer.world_size))
     return Outcome(module, history, metrics, model_weights(trainer))
 
 

@@ -22,7 +22,7 @@ from src.utils.files import atomic_directory
 log = logging.getLogger(__name__)
 
 #: Metrics with one value per run; the rest (losses, perplexity) are curves over the steps.
-SUMMARY_METRICS = ("steps", "tokens_per_s", "tokens_seen", "unigram_perplexity")
+SUMMARY_METRICS = ("steps", "tokens_per_s", "tokens_seen", "unigram_perplexity", "tflops", "mfu")
 
 
 def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, tracker: RunTracker) -> None:
@@ -43,7 +43,7 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
     # The curves' last points (train_loss, val_loss, val_perplexity) were logged as they happened; the
     # summaries go at step 0, so the UI shows them as values, not as one dot at the end of a chart.
     # Either way the run's latest values equal metrics.json.
-    summary = {k: metrics[k] for k in SUMMARY_METRICS if math.isfinite(metrics[k])}
+    summary = {k: metrics[k] for k in SUMMARY_METRICS if math.isfinite(metrics.get(k, math.nan))}
     tracker.log_metrics(summary, 0, flush=True)
     (root / "tmp").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root / "tmp") as scratch:
@@ -54,12 +54,20 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
     model_uri = tracker.log_model(model, tokenizer, params.train.sample_prompt, params.mlflow.register_model)
     log.info("logged model %s%s", model_uri, _registered(params.mlflow.register_model))
     log.info(
-        "val perplexity %.1f (unigram baseline %.1f), %s tokens at %.0f tokens/s; see the runs: make ui",
+        "val perplexity %.1f (unigram baseline %.1f), %s tokens at %.0f tokens/s (%s); see the runs: make ui",
         metrics["val_perplexity"],
         metrics["unigram_perplexity"],
         f"{metrics['tokens_seen']:,}",
         metrics["tokens_per_s"],
+        _speed(metrics),
     )
+
+
+def _speed(metrics: dict[str, float]) -> str:
+    achieved = f"{metrics.get('tflops', math.nan):.3g} model TFLOP/s"
+    if "mfu" in metrics:
+        return f"{achieved}, MFU {metrics['mfu']:.1%}"
+    return f"{achieved}; MFU needs the device's peak: train.peak_tflops"
 
 
 def _registered(name: str) -> str:

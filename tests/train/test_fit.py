@@ -18,9 +18,11 @@ from transformers import AutoModelForCausalLM
 
 from src.config import load_params
 from src.errors import PipelineError
+from src.models.flops import flops_per_token
 from src.paths import PROJECT_ROOT
 from src.train.backends.local import LocalBackend
 from src.train.backends.ray_train import RayBackend, storage_location
+from src.train.callbacks import StepRecorder
 from src.train.fit import fit, select_backend
 from src.train.tracking import flatten
 from src.utils.typed_config import as_plain_dict
@@ -36,7 +38,15 @@ def test_fit_writes_model_metrics_plots_and_one_mlflow_run(
     params = tiny_params
     metrics = fit(params, root=tmp_path)
     assert json.loads(Path(params.paths.metrics_file).read_text()) == pytest.approx(metrics)
-    expected = {"train_loss", "val_loss", "val_perplexity", "unigram_perplexity", "tokens_per_s", "steps"}
+    expected = {
+        "train_loss",
+        "val_loss",
+        "val_perplexity",
+        "unigram_perplexity",
+        "tokens_per_s",
+        "steps",
+        "tflops",
+    }
     assert set(metrics) == expected | {"tokens_seen"}
     assert metrics["steps"] == 20 and metrics["tokens_seen"] == 20 * 4 * 32
     # Beats a uniform guess over the 600-token vocabulary after 20 steps.
@@ -99,6 +109,42 @@ def test_same_params_give_the_same_losses(
     )
     assert continued.data.metrics["val_loss"] == pytest.approx(independent.data.metrics["val_loss"])
     assert continued.info.run_id != first_run.info.run_id and continued.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_losses_read_every_few_steps_as_on_a_gpu_give_the_same_record_and_mfu_with_a_peak(
+    make_params, metric_history, mlflow_runs, curve, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On an accelerator the recorder reads losses every few steps (one sync each): the history,
+    plots and MLflow curves must be those of reading every step, as on the CPU."""
+    every_step = load_params(make_params(tmp_path / "every"))
+    every_step_metrics = fit(every_step, root=tmp_path / "every")
+    assert "mfu" not in every_step_metrics  # no known peak on a CPU
+
+    def as_on_an_accelerator(self: StepRecorder, trainer, module) -> None:
+        self.record_every = 3  # 20 steps: reads at 3, 6, 9, before each validation (5, 10 ...) and at 20
+
+    monkeypatch.setattr(StepRecorder, "on_train_start", as_on_an_accelerator)
+    batched = load_params(make_params(tmp_path / "batched", peak_tflops=0.5))
+    metrics = fit(batched, root=tmp_path / "batched")
+
+    for name, column in PLOTS:
+        assert curve(Path(batched.paths.plots_dir) / name, column) == curve(
+            Path(every_step.paths.plots_dir) / name, column
+        )
+    (run,) = mlflow_runs(batched.mlflow.tracking_uri)
+    (reference,) = mlflow_runs(every_step.mlflow.tracking_uri)
+    for key in ("train_loss", "lr", "val_loss"):
+        assert metric_history(batched.mlflow.tracking_uri, run.info.run_id, key) == metric_history(
+            every_step.mlflow.tracking_uri, reference.info.run_id, key
+        )
+    model = AutoModelForCausalLM.from_pretrained(batched.paths.model_dir)
+    expected_tflops = metrics["tokens_per_s"] * flops_per_token(model, batched.train.max_length) / 1e12
+    assert metrics["tflops"] == pytest.approx(expected_tflops)
+    assert metrics["mfu"] == pytest.approx(expected_tflops / 0.5)
+    assert run.data.metrics["mfu"] == pytest.approx(metrics["mfu"])
+    steps = [step for step, _ in metric_history(batched.mlflow.tracking_uri, run.info.run_id, "step_mfu")]
+    assert steps == list(range(1, 21))
 
 
 @pytest.mark.slow

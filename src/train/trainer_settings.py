@@ -1,0 +1,48 @@
+"""The Lightning Trainer's settings for ``train.*``: what training runs with and what the
+benchmarks in ``benchmarks/`` time, so a benchmark measures exactly the project's training path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+from src.config import TrainConfig
+from src.train.callbacks import StepRecorder
+
+
+def trainer_settings(
+    t: TrainConfig, placement_options: dict[str, Any], start_step: int = 0
+) -> dict[str, Any]:
+    """The Trainer's settings for ``train.*`` on a placement: what training runs with, and what
+    ``benchmarks/`` measure, so a benchmark times exactly the project's training path."""
+    return {
+        **placement_options,
+        "precision": t.precision,
+        "max_steps": t.max_steps - start_step,
+        "max_epochs": 1,  # the sampler streams every remaining step's windows as one epoch
+        "accumulate_grad_batches": t.accumulate_grad_batches,
+        "gradient_clip_val": t.grad_clip or None,
+        "val_check_interval": t.eval_every * t.accumulate_grad_batches,
+        "check_val_every_n_epoch": None,
+        "num_sanity_val_steps": 0,
+        # Bitwise reproducible on the CPU, at no cost. Not on a GPU: there deterministic kernels cost
+        # 7% of the speed eager and about a third compiled (benchmarks/gpu_throughput.py on an H100),
+        # and some (attention's backward) have no deterministic version, so runs differ in the last
+        # bits either way.
+        "deterministic": placement_options["accelerator"] == "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "use_distributed_sampler": False,
+    }
+
+
+def progress_bar(placement_options: dict[str, Any]) -> list[L.Callback]:
+    """Lightning's bar, redrawn every step on the CPU and every few on an accelerator: each redraw
+    reads the logged loss off the device, a sync that would stall the kernel queue every step."""
+    if placement_options.get("enable_progress_bar", True) is False:
+        return []
+    every = 1 if placement_options["accelerator"] == "cpu" else StepRecorder.RECORD_EVERY_ON_ACCELERATOR
+    return [TQDMProgressBar(refresh_rate=every)]
