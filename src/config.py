@@ -138,12 +138,17 @@ class TokenizeConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The causal language model: a GPT-2-style model built here, or pretrained weights."""
+    """The causal language model: a new model of a ``transformers`` family, or pretrained weights."""
 
     pretrained: str = ""
     """A Hub model name or model folder to load weights from; empty builds a new model as set below."""
     trust_remote_code: bool = False
     """Allow a pretrained model to run code from its repository (only for sources you trust)."""
+    architecture: str = "gpt2"
+    """The family of a new model: any causal-LM config type of transformers (gpt2, llama, qwen2,
+    mistral ...)."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """More settings of the family's config, e.g. ``{num_key_value_heads: 2, tie_word_embeddings: false}``."""
     n_layer: int = setting(4, within="[1, 1024]")
     """Transformer blocks of the new model."""
     n_head: int = setting(4, within="[1, 1024]")
@@ -151,7 +156,7 @@ class ModelConfig:
     n_embd: int = setting(128, within="[1, 65536]")
     """Width of the new model."""
     dropout: float = setting(0.0, within="[0, 1)")
-    """Dropout on embeddings, attention and residuals of the new model."""
+    """Dropout of the new model (GPT-2: embeddings, attention and residuals; others: attention)."""
 
     def __post_init__(self) -> None:
         if not self.pretrained and self.n_embd % self.n_head:

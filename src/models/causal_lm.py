@@ -13,6 +13,7 @@ from torch import nn
 from src.config import ModelConfig, TrainConfig
 from src.data.windows import IGNORE_INDEX
 from src.errors import ConfigError
+from src.models.architectures import new_model_config
 from src.models.chunked_loss import chunked_causal_lm_loss, unsupported_reason
 from src.models.metrics import MAX_LOSS_FOR_PERPLEXITY
 from src.models.optim import build_optimizer
@@ -37,8 +38,9 @@ class LossOnly:
 def build_model(
     config: ModelConfig, vocab: Vocabulary, max_length: int, model_cache: Path, hub_timeout_s: float = 3.0
 ) -> nn.Module:
-    """A new GPT-2-style model (random init), or pretrained weights when ``config.pretrained`` is set."""
-    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+    """A new model of ``model.architecture`` (random init), or pretrained weights when
+    ``config.pretrained`` is set."""
+    from transformers import AutoModelForCausalLM
 
     if config.pretrained:
         model = from_folder_or_hub(
@@ -55,20 +57,8 @@ def build_model(
                 f"{vocab.size} tokens; tokenize with its own tokenizer"
             )
         return model
-    hf_config = GPT2Config(
-        vocab_size=vocab.size,
-        n_positions=max_length,
-        n_embd=config.n_embd,
-        n_layer=config.n_layer,
-        n_head=config.n_head,
-        resid_pdrop=config.dropout,
-        embd_pdrop=config.dropout,
-        attn_pdrop=config.dropout,
-        bos_token_id=vocab.eos_id,
-        eos_token_id=vocab.eos_id,
-        pad_token_id=vocab.eos_id,
-    )
-    model = GPT2LMHeadModel(hf_config)
+    hf_config = new_model_config(config, vocab.size, vocab.eos_id, max_length)
+    model = AutoModelForCausalLM.from_config(hf_config, attn_implementation="sdpa")
     model.loss_type = "ForCausalLM"  # named, so transformers does not warn that it has to guess
     return model
 

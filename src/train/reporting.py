@@ -53,7 +53,10 @@ def generate_samples(model: torch.nn.Module, tokenizer: Any, prompt: str, tokens
     model.eval()
     encoded = tokenizer(prompt, return_tensors="pt").to(next(model.parameters()).device)
     ids = encoded["input_ids"]  # (1, T)
-    room = model.config.n_positions - ids.shape[1] if hasattr(model.config, "n_positions") else tokens
+    positions = getattr(model.config, "n_positions", None) or getattr(
+        model.config, "max_position_embeddings", None
+    )
+    room = positions - ids.shape[1] if positions else tokens
     settings = {
         "max_new_tokens": max(1, min(tokens, room)),
         "pad_token_id": tokenizer.eos_token_id,

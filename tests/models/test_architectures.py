@@ -1,0 +1,99 @@
+"""New models of transformers families: built from model.*, refused in one line, trained end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from src.config import ModelConfig, load_params
+from src.errors import ConfigError
+from src.models.architectures import gated_mlp_width, new_model_config
+from src.models.causal_lm import Vocabulary, build_model
+from src.train.fit import fit
+
+
+def test_the_families_map_the_common_settings_onto_their_own_names() -> None:
+    for family in ("gpt2", "llama", "qwen2", "mistral"):
+        config = new_model_config(
+            ModelConfig(architecture=family, n_layer=3, n_head=2, n_embd=64), 500, 7, 32
+        )
+        assert (config.num_hidden_layers, config.num_attention_heads, config.hidden_size) == (3, 2, 64)
+        assert (config.vocab_size, config.eos_token_id) == (500, 7)
+        assert config.tie_word_embeddings
+
+
+def test_model_config_sets_anything_the_family_has_and_overrides_the_common_settings() -> None:
+    config = new_model_config(
+        ModelConfig(architecture="llama", config={"num_key_value_heads": 2, "rope_theta": 500000.0}),
+        500,
+        7,
+        32,
+    )
+    assert (config.num_key_value_heads, config.rope_parameters["rope_theta"]) == (2, 500000.0)
+
+
+def test_a_gated_mlp_has_the_parameters_of_gpt2s_mlp() -> None:
+    width = 768
+    assert abs(3 * width * gated_mlp_width(width) - 2 * width * 4 * width) / (8 * width * width) < 0.01
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"architecture": "gpt3"}, r"model\.architecture: 'gpt3' is not a causal-LM architecture"),
+        (
+            {"architecture": "llama", "config": {"n_inner": 10}},
+            r"model\.config\.n_inner: not a setting of the llama",
+        ),
+        (
+            {"architecture": "llama", "config": {"num_kv_heads": 2}},
+            r"model\.config\.num_kv_heads: not a setting",
+        ),
+        ({"architecture": "llama", "config": {"num_attention_heads": 3}}, r"model: the llama config refuses"),
+        ({"architecture": "qwen2", "config": {"hidden_act": 5}}, r"model: the qwen2 config refuses"),
+    ],
+)
+def test_settings_a_family_refuses_are_one_line(model: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        new_model_config(ModelConfig(**model), 500, 7, 32)
+    assert "\n" not in str(refused.value)
+
+
+def test_new_models_attend_through_sdpa(tmp_path: Path) -> None:
+    model = build_model(ModelConfig(architecture="llama"), Vocabulary(500, 7), 32, tmp_path)
+    assert model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"architecture": "llama"},
+        {"architecture": "qwen2", "config": {"tie_word_embeddings": False}},
+        {"architecture": "mistral", "config": {"num_key_value_heads": 1}},
+    ],
+    ids=["llama", "qwen2-untied", "mistral-gqa"],
+)
+def test_each_family_trains_saves_reloads_and_generates(make_params, model: dict, tmp_path: Path) -> None:
+    params = load_params(make_params(tmp_path, model=model))
+    metrics = fit(params, root=tmp_path)
+    assert metrics["val_perplexity"] < 600  # beats a uniform guess over the tiny corpus's vocabulary
+
+    reloaded = AutoModelForCausalLM.from_pretrained(params.paths.model_dir)
+    assert reloaded.config.model_type == model["architecture"]
+    tied = model.get("config", {}).get("tie_word_embeddings", True)
+    shares = (
+        reloaded.get_output_embeddings().weight.data_ptr()
+        == reloaded.get_input_embeddings().weight.data_ptr()
+    )
+    assert shares == tied
+    tokenizer = AutoTokenizer.from_pretrained(params.paths.model_dir)
+    prompt = tokenizer("In the beginning", return_tensors="pt")
+    with torch.no_grad():
+        out = reloaded.generate(
+            **prompt, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.eos_token_id
+        )
+    assert out.shape[1] == prompt["input_ids"].shape[1] + 5
