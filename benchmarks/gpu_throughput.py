@@ -129,8 +129,10 @@ def plain_rate(
     return (train.max_steps - warmup) * train.batch_size * train.max_length / (time.perf_counter() - started)
 
 
-def measure(preset: str, compiled: bool, steps: int, warmup: int) -> dict[str, Any]:
-    model_config, context, vocab, batch, precision = PRESETS[preset]
+def measure(
+    preset: str, compiled: bool, steps: int, warmup: int, batch: int, deterministic_too: bool = True
+) -> dict[str, Any]:
+    model_config, context, vocab, _, precision = PRESETS[preset]
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     total = warmup + steps
@@ -147,7 +149,7 @@ def measure(preset: str, compiled: bool, steps: int, warmup: int) -> dict[str, A
     )
     vocabulary = Vocabulary(vocab, vocab - 1)
     results: dict[str, Any] = {}
-    paths = ("plain_torch", "project", "project_deterministic")
+    paths = ("plain_torch", "project") + (("project_deterministic",) if deterministic_too else ())
     with tempfile.TemporaryDirectory() as cache:
         for path in paths:
             L.seed_everything(0, verbose=False)
@@ -190,10 +192,15 @@ def main() -> None:
         "--warmup", type=int, default=10, help="untimed steps first (compilation happens here)"
     )
     parser.add_argument("--compile", choices=("both", "on", "off"), default="both")
+    parser.add_argument("--batch-size", type=int, help="windows per step (default: the preset's)")
+    parser.add_argument(
+        "--no-deterministic", action="store_true", help="skip the run with deterministic kernels"
+    )
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     preset = args.preset or ("gpt2-124m" if cuda else "tiny")
     model_config, context, vocab, batch, precision = PRESETS[preset]
+    batch = args.batch_size or batch
     figures: dict[str, Any] = {
         "benchmark": "gpu_throughput",
         "device": torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)",
@@ -205,7 +212,9 @@ def main() -> None:
         "steps": args.steps,
     }
     for compiled in {"both": (False, True), "on": (True,), "off": (False,)}[args.compile]:
-        figures["compiled" if compiled else "eager"] = measure(preset, compiled, args.steps, args.warmup)
+        figures["compiled" if compiled else "eager"] = measure(
+            preset, compiled, args.steps, args.warmup, batch, not args.no_deterministic
+        )
     print(json.dumps(figures))
 
 
