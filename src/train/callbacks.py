@@ -93,6 +93,10 @@ class StepRecorder(L.Callback):
         if len(self._pending) >= self.record_every or step >= self.max_steps:
             rate = self.record(trainer)
             module.log("tokens_per_s", rate, prog_bar=True, on_step=True, on_epoch=False)
+            speed = self.speed(rate, trainer.world_size)
+            if speed:  # MFU where the peak is known, else the achieved model TFLOP/s
+                name = "mfu" if "mfu" in speed else "tflops"
+                module.log(name, speed[name], prog_bar=True, on_step=True, on_epoch=False)
 
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.record(trainer)
