@@ -118,7 +118,8 @@ class TokenizeConfig:
     special_tokens: tuple[str, ...] = ("<|endoftext|>",)
     """Special tokens of the trained BPE, given the first ids in this order."""
     eos_token: str = "<|endoftext|>"
-    """The token written after every document by the trained BPE (a pretrained tokenizer uses its own EOS)."""
+    """The token written after every document: the trained BPE's EOS (one of ``special_tokens``). A
+    pretrained tokenizer ends documents with its own EOS; this one is used only when it has none."""
     num_proc: int = setting(0, within="[0, 1024]")
     """Encoding threads; 0 uses every core. The output bytes do not depend on it."""
 

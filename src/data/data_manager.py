@@ -28,7 +28,7 @@ from src.data.download import download_dataset
 from src.data.manifests import MANIFEST as EXPORT_MANIFEST
 from src.data.token_data import TokenDataModule
 from src.data.tokenize_corpus import is_up_to_date, tokenize_export
-from src.data.tokenizer_setup import tokenizer_dir_name
+from src.data.tokenizer_setup import pretrained_eos_token, tokenizer_dir_name
 from src.errors import ConfigError
 from src.utils.typed_config import build
 
@@ -105,4 +105,5 @@ class LightningDataModule(TokenDataModule):
             name=self.tokenizer_name,
             kind="given to the data module",
             threads=self.params.tokenize.threads(),
+            eos_token=pretrained_eos_token(self.tokenizer, self.params.tokenize.eos_token),
         )

@@ -32,8 +32,9 @@ MANIFEST = "manifest.json"
 
 #: The export format, version 1: one JSON object per line with the document's text.
 EXPORT_FORMAT = 'jsonl: one {"text": ...} object per document'
-#: The token file layout, version 1: flat little-endian ids, each document followed by EOS.
-TOKEN_LAYOUT = "each document's ids followed by the EOS id"
+#: The token file layout, version 2: flat little-endian ids, each document framed as the tokenizer frames
+#: a text (a BOS first when it adds one), then EOS. Version 1 had no ``document_start``/``document_end``.
+TOKEN_LAYOUT = "document_start, the document's ids, document_end"
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,10 @@ class TokenizerInfo:
     vocab_size: int
     eos_token: str
     eos_id: int
+    document_start: list[int]
+    """Ids written before every document: what ``tokenizer(text)`` puts first (its BOS, or nothing)."""
+    document_end: list[int]
+    """Ids written after every document: what ``tokenizer(text)`` puts last, then the EOS (if not already)."""
     files: str
     """The sub-folder holding the tokenizer, loadable with ``AutoTokenizer.from_pretrained``."""
     settings: dict[str, Any]
