@@ -78,7 +78,7 @@ class LightningDataModule(TokenDataModule):
         )
 
     def _dataset_spec(self, name: str, overrides: Mapping[str, Any]) -> DatasetSpec:
-        known = self.params.download.datasets.get(name)
+        known = self.params.download.all_datasets().get(name)
         base = dataclasses.asdict(known) if known else {}
         if not base and "path" not in overrides:
             raise ConfigError(
@@ -94,6 +94,7 @@ class LightningDataModule(TokenDataModule):
                 self.dataset_spec,
                 self.params.paths.raw_dir().parent,
                 hub_timeout_s=self.params.download.hub_timeout_s,
+                key=self.params.download.key_of(self.dataset_name),
             )
         if is_up_to_date(self.token_dir, self.tokenizer, self.export_dir):
             log.info("tokens in %s are up to date", self.token_dir)

@@ -30,8 +30,9 @@ from src.utils.typed_config import build
 
 MANIFEST = "manifest.json"
 
-#: The export format, version 1: one JSON object per line with the document's text.
-EXPORT_FORMAT = 'jsonl: one {"text": ...} object per document'
+#: The export format, version 2: one JSON object per line with the document's text; the manifest lists
+#: the files each ``data_files`` entry matched and the builder options. (Version 1 had neither.)
+EXPORT_FORMAT = 'jsonl: one {"text": ...} object per document; source files listed per data_files entry'
 #: The token file layout, version 2: flat little-endian ids, each document framed as the tokenizer frames
 #: a text (a BOS first when it adds one), then EOS. Version 1 had no ``document_start``/``document_end``.
 TOKEN_LAYOUT = "document_start, the document's ids, document_end"
@@ -94,11 +95,17 @@ class ExportSource:
 
     path: str
     name: str | None
+    data_dir: str | None
     data_files: Any
+    """As ``params.yaml`` gives them: files, patterns, folders, URLs."""
+    files: dict[str, tuple[str, ...]]
+    """Each local ``data_files`` entry and the files it matched, in the order they were read (sorted)."""
+    options: dict[str, Any]
+    """The builder options passed to ``load_dataset``."""
     revision: str | None
     text_column: str
     sha256: dict[str, str]
-    """SHA-256 of every local source file and cached download, keyed as ``params.yaml`` names them."""
+    """SHA-256 of every local source file (named as in ``files``) and cached download (by URL)."""
     rows: dict[str, int]
     """Rows per split of the source, before blank rows are dropped and validation is held out."""
 
