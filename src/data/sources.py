@@ -64,13 +64,13 @@ def packaged_builders() -> frozenset[str]:
 def resolve_source(key: str, spec: DatasetSpec, root: Path = PROJECT_ROOT) -> ResolvedSource:
     """Resolve ``spec`` (found at params key ``key``) into concrete ``load_dataset`` arguments."""
     load_args: dict[str, Any] = {"path": spec.path, "name": spec.name}
-    base = root
-    if spec.data_dir is not None:
-        base = resolve_path(spec.data_dir, root)
-        if not base.is_dir():
-            raise ConfigError(f"{key}.data_dir: folder {spec.data_dir!r} does not exist")
     _check_options(key, spec)
     if spec.path in packaged_builders():
+        base = root
+        if spec.data_dir is not None:
+            base = resolve_path(spec.data_dir, root)
+            if not base.is_dir():
+                raise ConfigError(f"{key}.data_dir: folder {spec.data_dir!r} does not exist")
         data_files = spec.data_files if spec.data_files is not None else spec.data_dir and "."
         if data_files is None:
             raise ConfigError(
@@ -104,6 +104,8 @@ def resolve_source(key: str, spec: DatasetSpec, root: Path = PROJECT_ROOT) -> Re
         load_args.update(spec.options)
         return ResolvedSource("files", load_args, local, tuple(urls), matched)
     load_args.update(spec.options)
+    if spec.data_dir is not None:
+        load_args["data_dir"] = spec.data_dir  # a folder inside the dataset's own files
     folder = resolve_path(spec.path, root)
     if spec.path.startswith((".", "/")) or folder.is_dir():
         if not folder.is_dir():
