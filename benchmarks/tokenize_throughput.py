@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from src.config import available_cores, load_params
-from src.data.fast_encoder import build_encoder
+from src.data.fast_encoder import build_encoder, document_frame
 from src.data.manifests import ExportSplit
 from src.data.raw_export import read_manifest
 from src.data.token_files import read_token_manifest
@@ -90,7 +90,7 @@ def ceiling(export: Path, tokenizer, eos_token: str, threads: int, runs: int) ->
         for split in ("train", "validation")
         for chunk in iter_document_chunks(export / f"{split}.jsonl")
     ]
-    encoder = build_encoder(tokenizer, eos_token)
+    encoder = build_encoder(tokenizer, document_frame(tokenizer, tokenizer.convert_tokens_to_ids(eos_token)))
     best = float("inf")
     for _ in range(runs):
         started = time.perf_counter()

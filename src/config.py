@@ -69,9 +69,18 @@ class DatasetSpec:
     name: str | None = None
     """The dataset configuration (``wikitext-2-raw-v1``), if the source has several."""
     data_files: DataFiles | None = None
-    """Files for a packaged builder: paths relative to the project root, http(s) URLs, or
-    ``package://<module>/<file>`` for a file shipped inside an installed Python package.
-    A mapping assigns files to splits (``{train: a.txt, validation: b.txt}``)."""
+    """Files for a packaged builder: files, glob patterns (``*.txt``, ``**/*.jsonl``) or folders (every
+    file under them), relative to ``data_dir`` (default: the project root); http(s) URLs; or
+    ``package://<module>/<file>`` for a file shipped inside an installed Python package. One entry, a
+    list, or a mapping of splits to them (``{train: "train/*.txt", validation: valid.txt}``)."""
+    data_dir: str | None = None
+    """The folder holding the data files (``load_dataset``'s ``data_dir``): ``data_files`` are relative to
+    it, and without ``data_files`` every file under it is the train split. Required under
+    ``download.local``, where DVC watches it."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Settings of the builder, passed to ``load_dataset`` as they are: ``{sample_by: paragraph}`` or
+    ``{encoding: latin-1}`` for ``text``, ``{field: data}`` for nested ``json``, ``{delimiter: ";"}`` for
+    ``csv``... The builder's own declaration decides which exist and what they take."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) to pin a Hub dataset to."""
     text_column: str = "text"
@@ -87,18 +96,41 @@ class DownloadConfig:
     """The download stage: which datasets to fetch and export."""
 
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
-    """Datasets to download (the seed's ``DATASETS_TO_DOWNLOAD``), keyed by their export folder name."""
+    """Datasets to download (the seed's ``DATASETS_TO_DOWNLOAD``), keyed by their export folder name:
+    Hub datasets (their ``revision`` pins them), URLs and ``package://`` files."""
+    local: dict[str, DatasetSpec] = field(default_factory=dict)
+    """Datasets read from a folder of files (``data_dir``), keyed like ``datasets``. The folder is a DVC
+    dependency of the dataset's own stage, ``download_local@<name>``: editing, adding or removing a
+    file in it re-runs that download only."""
     hub_timeout_s: float = setting(3.0, within="(0, 120]")
     """Seconds to wait for the Hugging Face Hub before treating it as unreachable."""
 
     def __post_init__(self) -> None:
-        if not self.datasets:
+        if not self.datasets and not self.local:
             raise FieldError("datasets", "list at least one dataset to download")
-        for name in self.datasets:
-            if not _DATASET_NAME.match(name):
-                raise FieldError(
-                    f"datasets.{name}", "dataset names may use letters, digits, '.', '_' and '-' only"
-                )
+        for group, specs in (("datasets", self.datasets), ("local", self.local)):
+            for name, spec in specs.items():
+                if not _DATASET_NAME.match(name):
+                    raise FieldError(
+                        f"{group}.{name}", "dataset names may use letters, digits, '.', '_' and '-' only"
+                    )
+                if group == "local" and spec.data_dir is None:
+                    raise FieldError(
+                        f"local.{name}.data_dir",
+                        "required: the folder that holds the files (DVC watches it); "
+                        "data_files are relative to it",
+                    )
+        both = sorted(set(self.datasets) & set(self.local))
+        if both:
+            raise FieldError(f"local.{both[0]}", "the name is also in download.datasets; rename one")
+
+    def all_datasets(self) -> dict[str, DatasetSpec]:
+        """Every dataset, ``datasets`` then ``local``: the names ``tokenize.dataset`` can take."""
+        return {**self.datasets, **self.local}
+
+    def key_of(self, name: str) -> str:
+        """Where ``name`` is defined in ``params.yaml``, for messages (``download.local.notes``)."""
+        return f"download.{'local' if name in self.local else 'datasets'}.{name}"
 
 
 @dataclass(frozen=True)
@@ -118,7 +150,8 @@ class TokenizeConfig:
     special_tokens: tuple[str, ...] = ("<|endoftext|>",)
     """Special tokens of the trained BPE, given the first ids in this order."""
     eos_token: str = "<|endoftext|>"
-    """The token written after every document by the trained BPE (a pretrained tokenizer uses its own EOS)."""
+    """The token written after every document: the trained BPE's EOS (one of ``special_tokens``). A
+    pretrained tokenizer ends documents with its own EOS; this one is used only when it has none."""
     num_proc: int = setting(0, within="[0, 1024]")
     """Encoding threads; 0 uses every core. The output bytes do not depend on it."""
 
@@ -300,10 +333,11 @@ class Params:
     """MLflow tracking."""
 
     def __post_init__(self) -> None:
-        if self.tokenize.dataset not in self.download.datasets:
-            known = ", ".join(self.download.datasets)
+        if self.tokenize.dataset not in self.download.all_datasets():
+            known = ", ".join(self.download.all_datasets())
             raise FieldError(
-                "tokenize.dataset", f"{self.tokenize.dataset!r} is not in download.datasets ({known})"
+                "tokenize.dataset",
+                f"{self.tokenize.dataset!r} is not in download.datasets or download.local ({known})",
             )
 
 

@@ -422,6 +422,136 @@ def tiny_params(tiny_params_file: Path):
     return load_params(tiny_params_file)
 
 
+# --------------------------------------------------------------------------- pretrained tokenizers
+
+
+def write_gpt2_style_tokenizer(folder: Path, texts: list[str], vocab_size: int = 400) -> Path:
+    """A tokenizer folder in GPT-2's exact configuration, small: byte-level BPE in ``vocab.json`` +
+    ``merges.txt``, ``<|endoftext|>`` as the last id and as UNK, BOS and EOS (the GPT-2 class defaults),
+    ``add_prefix_space=False``; ``tokenizer_config.json`` and ``config.json`` as GPT-2's repository
+    has them."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 1, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    folder.mkdir(parents=True)
+    tokenizer.model.save(str(folder))  # vocab.json and merges.txt ("#version: 0.2" first, as GPT-2's)
+    vocab = json.loads((folder / "vocab.json").read_text())
+    eos = vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 1024}))
+    config = {"model_type": "gpt2", "vocab_size": len(vocab), "bos_token_id": eos, "eos_token_id": eos}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def write_sentencepiece_style_tokenizer(folder: Path, texts: list[str], *, legacy: bool) -> Path:
+    """A Llama/Mistral-style fast tokenizer: BPE with byte fallback, ``<unk>`` ``<s>`` ``</s>`` as ids
+    0-2, a ``TemplateProcessing`` post-processor that adds ``<s>``, saved as a ``LlamaTokenizer``.
+    ``legacy`` spells the word-start marker as Llama 2 does (a normalizer that prepends it to every
+    text); otherwise as current conversions do (a Metaspace pre-tokenizer that prepends it to the first
+    piece of a text only)."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    if legacy:
+        tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+            replacement="▁", prepend_scheme="first", split=False
+        )
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    trainer = trainers.BpeTrainer(
+        vocab_size=700, special_tokens=["<unk>", "<s>", "</s>", *byte_tokens], show_progress=False
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    fast.save_pretrained(str(folder))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.update(tokenizer_class="LlamaTokenizer", add_bos_token=True, add_eos_token=False, legacy=legacy)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def write_special_token_variant(folder: Path, texts: list[str], *, eos: bool) -> Path:
+    """A byte-level BPE without UNK and BOS (``eos``: with ``<|endoftext|>`` as EOS), or a BERT-style
+    one without EOS that wraps a text in ``[CLS] ... [SEP]``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    special = ["<|endoftext|>"] if eos else ["[UNK]", "[CLS]", "[SEP]", "[PAD]"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    if eos:
+        fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
+    else:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B [SEP]",
+            special_tokens=[("[CLS]", 1), ("[SEP]", 2)],
+        )
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tokenizer,
+            unk_token="[UNK]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            pad_token="[PAD]",
+        )
+    fast.save_pretrained(str(folder))
+    return folder
+
+
+#: The kinds of pretrained tokenizer the pipeline must take, by folder name.
+TOKENIZER_KINDS = ("gpt2", "llama", "llama2", "no-unk", "no-eos")
+
+
+@pytest.fixture(scope="session")
+def pretrained_tokenizers(tiny_data: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding one tokenizer folder per kind in ``TOKENIZER_KINDS``, trained on the tiny
+    corpus (read-only; load them with ``AutoTokenizer.from_pretrained``)."""
+    from src.data.tokenize_corpus import iter_documents
+
+    texts = list(iter_documents(tiny_data.export / "train.jsonl"))
+    folder = tmp_path_factory.mktemp("tokenizers")
+    write_gpt2_style_tokenizer(folder / "gpt2", texts)
+    write_sentencepiece_style_tokenizer(folder / "llama", texts, legacy=False)
+    write_sentencepiece_style_tokenizer(folder / "llama2", texts, legacy=True)
+    write_special_token_variant(folder / "no-unk", texts, eos=True)
+    write_special_token_variant(folder / "no-eos", texts, eos=False)
+    return share_read_only(folder)
+
+
+@pytest.fixture(scope="session")
+def gpt2_style_tokenizer() -> Callable[[Path, list[str]], Path]:
+    """``gpt2_style_tokenizer(folder, texts)``: write a GPT-2-configured tokenizer folder (see above)."""
+    return write_gpt2_style_tokenizer
+
+
 # --------------------------------------------------------------------------- the project under DVC
 
 

@@ -68,7 +68,11 @@ def test_repository_params_file_validates() -> None:
         ("paths.cache_dir", ["a"], "paths.cache_dir: expected a string, got ['a']"),
         ("download.datasets", {}, "download.datasets: list at least one dataset to download"),
         ("download", "kjv", "download: expected a mapping of settings, got 'kjv'"),
-        ("tokenize.dataset", "nope", "tokenize.dataset: 'nope' is not in download.datasets (kjv)"),
+        (
+            "tokenize.dataset",
+            "nope",
+            "tokenize.dataset: 'nope' is not in download.datasets or download.local (kjv)",
+        ),
         (
             "tokenize.special_tokens",
             "<|endoftext|>",

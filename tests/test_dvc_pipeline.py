@@ -143,3 +143,85 @@ def test_bad_training_param_keeps_model_and_metrics(dvc, dvc_project: Path) -> N
         "error: train.lr: expected a number in (0, 10], got 'fast'"
     ]
     assert [path.read_bytes() for path in kept] == before
+
+
+def stages_run(result: subprocess.CompletedProcess) -> list[str]:
+    return sorted(
+        line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")
+    )
+
+
+def changed_stages(dvc, project: Path) -> list[str]:
+    """The stages ``dvc status`` reports, by name."""
+    status = dvc(project, "status").stdout.splitlines()
+    return sorted(line[:-1] for line in status if line and not line[0].isspace() and line.endswith(":"))
+
+
+def test_local_corpus_files_are_inputs_of_their_own_download_only(dvc, dvc_project: Path) -> None:
+    """Editing, adding or removing a file re-runs that dataset's download; a params change to one
+    dataset re-runs that one; the default dataset and the stages after it stay up to date."""
+    for name in ("notes", "other"):
+        folder = dvc_project / "corpus" / name
+        folder.mkdir(parents=True)
+        for i in range(3):
+            (folder / f"{i}.txt").write_text(f"{name} file {i}, first paragraph.\n\nSecond paragraph.\n")
+    params_file = dvc_project / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["download"]["local"] = {
+        name: {
+            "path": "text",
+            "data_dir": f"corpus/{name}",
+            "data_files": "*.txt",
+            "options": {"sample_by": "paragraph"},
+        }
+        for name in ("notes", "other")
+    }
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert changed_stages(dvc, dvc_project) == ["download_local@notes", "download_local@other"]
+    assert stages_run(dvc(dvc_project, "repro")) == ["download_local@notes", "download_local@other"]
+    assert changed_stages(dvc, dvc_project) == []
+
+    notes = dvc_project / "corpus" / "notes"
+    (notes / "1.txt").write_text("an edited file\n")
+    assert changed_stages(dvc, dvc_project) == ["download_local@notes"]
+    before = out_hash(dvc_project, "download_local@other")
+    assert stages_run(dvc(dvc_project, "repro")) == ["download_local@notes"]
+    assert out_hash(dvc_project, "download_local@other") == before
+    export = dvc_project / "data" / "main_cache" / "raw" / "notes"
+    assert (
+        "an edited file\\n"
+        in (export / "train.jsonl").read_text() + (export / "validation.jsonl").read_text()
+    )
+
+    (notes / "3.txt").write_text("a new file\n")
+    assert changed_stages(dvc, dvc_project) == ["download_local@notes"]
+    dvc(dvc_project, "repro")
+    (notes / "0.txt").unlink()
+    assert changed_stages(dvc, dvc_project) == ["download_local@notes"]
+    dvc(dvc_project, "repro")
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert manifest["source"]["files"] == {"*.txt": ["1.txt", "2.txt", "3.txt"]}
+
+    params = yaml.safe_load(params_file.read_text())
+    params["download"]["local"]["other"]["validation_fraction"] = 0.5
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert changed_stages(dvc, dvc_project) == ["download_local@other"]
+
+
+def test_gpt2s_special_token_configuration_end_to_end(dvc, dvc_project: Path, gpt2_style_tokenizer) -> None:
+    """A tokenizer folder configured as GPT-2's (UNK = BOS = EOS = the last id) tokenizes the corpus and
+    trains the model a few steps under `dvc repro`."""
+    export = dvc_project / "data" / "main_cache" / "raw" / "kjv" / "train.jsonl"
+    texts = [json.loads(line)["text"] for line in export.read_text().splitlines()[:3000]]
+    gpt2_style_tokenizer(dvc_project / "tokenizers" / "gpt2", texts)
+    params = dvc_project / "params.yaml"
+    params.write_text(params.read_text().replace("tokenizer: bpe", "tokenizer: tokenizers/gpt2"))
+    run = dvc(dvc_project, "repro")
+    assert stages_run(run) == ["tokenize", "train"]
+    token_dir = dvc_project / "data" / "main_cache" / "tokenized" / "tokenizers" / "gpt2"
+    manifest = json.loads((token_dir / "manifest.json").read_text())["tokenizer"]
+    assert manifest["eos_token"] == "<|endoftext|>"
+    assert manifest["eos_id"] == manifest["vocab_size"] - 1 == 399
+    assert (manifest["document_start"], manifest["document_end"]) == ([], [399])
+    metrics = json.loads((dvc_project / "metrics.json").read_text())
+    assert metrics["steps"] == 20 and metrics["val_loss"] < 6.0  # below ln(400): it learned something

@@ -28,7 +28,7 @@ from src.data.download import download_dataset
 from src.data.manifests import MANIFEST as EXPORT_MANIFEST
 from src.data.token_data import TokenDataModule
 from src.data.tokenize_corpus import is_up_to_date, tokenize_export
-from src.data.tokenizer_setup import tokenizer_dir_name
+from src.data.tokenizer_setup import pretrained_eos_token, tokenizer_dir_name
 from src.errors import ConfigError
 from src.utils.typed_config import build
 
@@ -78,7 +78,7 @@ class LightningDataModule(TokenDataModule):
         )
 
     def _dataset_spec(self, name: str, overrides: Mapping[str, Any]) -> DatasetSpec:
-        known = self.params.download.datasets.get(name)
+        known = self.params.download.all_datasets().get(name)
         base = dataclasses.asdict(known) if known else {}
         if not base and "path" not in overrides:
             raise ConfigError(
@@ -94,6 +94,7 @@ class LightningDataModule(TokenDataModule):
                 self.dataset_spec,
                 self.params.paths.raw_dir().parent,
                 hub_timeout_s=self.params.download.hub_timeout_s,
+                key=self.params.download.key_of(self.dataset_name),
             )
         if is_up_to_date(self.token_dir, self.tokenizer, self.export_dir):
             log.info("tokens in %s are up to date", self.token_dir)
@@ -105,4 +106,5 @@ class LightningDataModule(TokenDataModule):
             name=self.tokenizer_name,
             kind="given to the data module",
             threads=self.params.tokenize.threads(),
+            eos_token=pretrained_eos_token(self.tokenizer, self.params.tokenize.eos_token),
         )

@@ -19,7 +19,14 @@ from src.config import DatasetSpec, Params
 from src.data.download_cache import drop_corrupted_downloads, record_downloads
 from src.data.manifests import ExportManifest, ExportSource
 from src.data.raw_export import plan_splits, write_export
-from src.data.sources import ResolvedSource, hub_unreachable_error, packaged_builders, resolve_source
+from src.data.source_files import BadLine, find_unreadable_line
+from src.data.sources import (
+    PACKAGE_SCHEME,
+    ResolvedSource,
+    hub_unreachable_error,
+    packaged_builders,
+    resolve_source,
+)
 from src.errors import ConfigError, PipelineError
 from src.paths import display_path
 from src.utils.files import sha256_file
@@ -38,14 +45,16 @@ def download_dataset(
     *,
     force_redownload: bool = False,
     hub_timeout_s: float = 3.0,
+    key: str | None = None,
 ) -> Path:
     """Load ``spec`` through the Hugging Face cache under ``cache_dir/raw`` and export it.
 
+    ``key`` is where ``params.yaml`` defines it (default ``download.datasets.<name>``), for messages.
     Returns the export folder ``cache_dir/raw/<name>``.
     """
     from datasets import DownloadMode
 
-    key = f"download.datasets.{name}"
+    key = key or f"download.datasets.{name}"
     raw = cache_dir / "raw"
     if name == "downloads" or name in packaged_builders() or "___" in name:
         raise ConfigError(
@@ -60,8 +69,15 @@ def download_dataset(
         log.warning("%s: the Hub is unreachable; looking for %r in the cache only", key, spec.path)
         use_offline_hub()
     log.info("%s: loading %r (%s)", key, spec.path, mode.value)
+    if spec.data_dir is None and any(not entry.startswith(PACKAGE_SCHEME) for entry in source.local_files):
+        log.warning(
+            "%s: DVC does not watch its local files; define it under download.local with data_dir "
+            "(the folder that holds them) so that editing them re-runs its download",
+            key,
+        )
     dataset = _load(key, spec, source, raw, mode, offline)
     _check_text_column(key, spec.text_column, dataset)
+    _check_texts_present(key, spec, source, dataset)
     hashes = {entry: sha256_file(path) for entry, path in source.local_files.items()}
     hashes.update(record_downloads(raw / "downloads", source.urls))
     row_counts = {split: len(ds) for split, ds in sorted(dataset.items())}
@@ -71,7 +87,10 @@ def download_dataset(
         source=ExportSource(
             path=spec.path,
             name=spec.name,
+            data_dir=spec.data_dir,
             data_files=spec.data_files,
+            files=source.matched,
+            options=spec.options,
             revision=spec.revision,
             text_column=spec.text_column,
             sha256=hashes,
@@ -102,8 +121,15 @@ def _load(key: str, spec: DatasetSpec, source: ResolvedSource, raw: Path, mode: 
         if offline:
             raise hub_unreachable_error(key, spec) from None
         raise PipelineError(f"{key}: could not fetch {spec.path!r}: {_first_line(error)}") from None
-    except (DatasetGenerationError, ValueError, OSError) as error:
+    except (DatasetGenerationError, ValueError, OSError, TypeError) as error:
         cause = error.__cause__ or error
+        bad = _unreadable_line(spec, source)
+        if bad is not None:
+            raise _bad_line_error(key, spec, bad) from None
+        if spec.options and isinstance(error, TypeError | ValueError) and _names_an_option(error, spec):
+            raise ConfigError(f"{key}.options: {_first_line(error)}; fix or remove the option") from None
+        if isinstance(error, TypeError):
+            raise
         raise PipelineError(
             f"{key}: could not load {spec.path!r}: {_first_line(cause)}; check the source files and settings"
         ) from None
@@ -136,6 +162,42 @@ def _check_text_column(key: str, column: str, dataset: Mapping[str, Any]) -> Non
             )
 
 
+def _check_texts_present(
+    key: str, spec: DatasetSpec, source: ResolvedSource, dataset: Mapping[str, Any]
+) -> None:
+    """A JSON line without the text (a null in the column) is a mistake in the file, not a blank document."""
+    if spec.path != "json" or not any(ds.data.column(spec.text_column).null_count for ds in dataset.values()):
+        return
+    bad = _unreadable_line(spec, source)
+    if bad is not None:
+        raise _bad_line_error(key, spec, bad)
+    raise ConfigError(f"{key}.text_column: some rows have no {spec.text_column!r}; fix the source files")
+
+
+def _unreadable_line(spec: DatasetSpec, source: ResolvedSource) -> BadLine | None:
+    if spec.options.get("encoding_errors") or "field" in spec.options:
+        return None
+    encoding = str(spec.options.get("encoding", "utf-8"))
+    return find_unreadable_line(source.local_files.values(), spec.path, encoding, spec.text_column)
+
+
+def _bad_line_error(key: str, spec: DatasetSpec, bad: BadLine) -> ConfigError:
+    where = f"{key}: {display_path(bad.path)} line {bad.line} {bad.problem}"
+    if bad.problem.startswith("is not valid"):
+        if "JSON" in bad.problem:
+            return ConfigError(f"{where}; fix that line")
+        return ConfigError(
+            f"{where}; convert the file to UTF-8, or set {key}.options: {{encoding: <its encoding>}} "
+            "(e.g. latin-1, cp1252)"
+        )
+    return ConfigError(f"{where}; add it there, or set {key}.text_column to the field that holds the text")
+
+
+def _names_an_option(error: BaseException, spec: DatasetSpec) -> bool:
+    text = str(error)
+    return "Config" in text and any(repr(option) in text or option in text for option in spec.options)
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
@@ -148,12 +210,12 @@ def download_all(
     names: Iterable[str] | None = None,
     force_redownload: bool = False,
 ) -> dict[str, Path]:
-    """Download and export each named dataset (default: all of ``download.datasets``).
+    """Download and export each named dataset (default: all of ``download.datasets`` and ``download.local``).
 
     ``cache_dir`` defaults to ``paths.cache_dir``; the download stage runs this for one name.
     """
     cache_dir = cache_dir or params.paths.raw_dir().parent
-    datasets = params.download.datasets
+    datasets = params.download.all_datasets()
     chosen = list(names) if names else list(datasets)
     for name in chosen:
         if name not in datasets:
@@ -167,6 +229,7 @@ def download_all(
             cache_dir,
             force_redownload=force_redownload,
             hub_timeout_s=params.download.hub_timeout_s,
+            key=params.download.key_of(name),
         )
         for name in chosen
     }

@@ -30,10 +30,12 @@ from src.utils.typed_config import build
 
 MANIFEST = "manifest.json"
 
-#: The export format, version 1: one JSON object per line with the document's text.
-EXPORT_FORMAT = 'jsonl: one {"text": ...} object per document'
-#: The token file layout, version 1: flat little-endian ids, each document followed by EOS.
-TOKEN_LAYOUT = "each document's ids followed by the EOS id"
+#: The export format, version 2: one JSON object per line with the document's text; the manifest lists
+#: the files each ``data_files`` entry matched and the builder options. (Version 1 had neither.)
+EXPORT_FORMAT = 'jsonl: one {"text": ...} object per document; source files listed per data_files entry'
+#: The token file layout, version 2: flat little-endian ids, each document framed as the tokenizer frames
+#: a text (a BOS first when it adds one), then EOS. Version 1 had no ``document_start``/``document_end``.
+TOKEN_LAYOUT = "document_start, the document's ids, document_end"
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,17 @@ class ExportSource:
 
     path: str
     name: str | None
+    data_dir: str | None
     data_files: Any
+    """As ``params.yaml`` gives them: files, patterns, folders, URLs."""
+    files: dict[str, tuple[str, ...]]
+    """Each local ``data_files`` entry and the files it matched, in the order they were read (sorted)."""
+    options: dict[str, Any]
+    """The builder options passed to ``load_dataset``."""
     revision: str | None
     text_column: str
     sha256: dict[str, str]
-    """SHA-256 of every local source file and cached download, keyed as ``params.yaml`` names them."""
+    """SHA-256 of every local source file (named as in ``files``) and cached download (by URL)."""
     rows: dict[str, int]
     """Rows per split of the source, before blank rows are dropped and validation is held out."""
 
@@ -129,6 +137,10 @@ class TokenizerInfo:
     vocab_size: int
     eos_token: str
     eos_id: int
+    document_start: list[int]
+    """Ids written before every document: what ``tokenizer(text)`` puts first (its BOS, or nothing)."""
+    document_end: list[int]
+    """Ids written after every document: what ``tokenizer(text)`` puts last, then the EOS (if not already)."""
     files: str
     """The sub-folder holding the tokenizer, loadable with ``AutoTokenizer.from_pretrained``."""
     settings: dict[str, Any]

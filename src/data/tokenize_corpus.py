@@ -21,11 +21,17 @@ from typing import Any
 import numpy as np
 
 from src.config import BPE, Params
-from src.data.fast_encoder import DocumentEncoder, build_encoder
+from src.data.fast_encoder import DocumentEncoder, build_encoder, document_frame
 from src.data.manifests import MANIFEST, TokenizerInfo, TokenManifest, TokenSource, TokenSplit
 from src.data.raw_export import VALIDATION, parse_document_lines, read_manifest
 from src.data.token_files import TOKENIZER_DIR, read_token_manifest, token_dtype, verify_token_files
-from src.data.tokenizer_setup import eos_id, load_pretrained, tokenizer_fingerprint, train_bpe
+from src.data.tokenizer_setup import (
+    eos_id,
+    load_pretrained,
+    pretrained_eos_token,
+    tokenizer_fingerprint,
+    train_bpe,
+)
 from src.errors import PipelineError
 from src.paths import display_path, resolve_path
 from src.utils.files import atomic_directory, sha256_file
@@ -146,12 +152,13 @@ def tokenize_export(
     export = read_manifest(export_dir)
     eos = eos_id(tokenizer, eos_token)
     eos_text = tokenizer.convert_ids_to_tokens(eos)
+    frame = document_frame(tokenizer, eos)
     vocab_size = len(tokenizer)
     dtype = token_dtype(vocab_size)
     splits = export.splits
     probe_split = VALIDATION if VALIDATION in splits else next(iter(splits))
     probe = list(islice(iter_documents(export_dir / splits[probe_split].file), _PROBE_DOCUMENTS))
-    encoder = build_encoder(tokenizer, eos_text, probe)
+    encoder = build_encoder(tokenizer, frame, probe)
     log.info(
         "tokenizing %s with %s (%d threads, %s)", display_path(export_dir), encoder.name, threads, dtype.name
     )
@@ -177,6 +184,8 @@ def tokenize_export(
                 vocab_size=vocab_size,
                 eos_token=eos_text,
                 eos_id=eos,
+                document_start=list(frame.start),
+                document_end=list(frame.end),
                 files=TOKENIZER_DIR,
                 settings=settings or {},
             ),
@@ -209,7 +218,8 @@ def tokenize_from_params(params: Params) -> Path:
     else:
         model_cache = resolve_path(params.paths.model_cache)
         tokenizer = load_pretrained(config.tokenizer, model_cache, params.download.hub_timeout_s)
-        kind, eos_token, settings = "pretrained", None, {}
+        kind, eos_token, settings = "pretrained", pretrained_eos_token(tokenizer, config.eos_token), {}
+        tokenizer.eos_token = eos_token  # saved with the tokens: the tokenizer names the EOS they hold
     tokenize_export(
         export_dir,
         token_dir,

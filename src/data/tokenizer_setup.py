@@ -59,18 +59,47 @@ def load_pretrained(name_or_path: str, model_cache: Path, hub_timeout_s: float) 
 
 
 def eos_id(tokenizer: Any, eos_token: str | None = None) -> int:
-    """The id written after every document."""
+    """The id written after every document: ``eos_token``, else the tokenizer's own EOS.
+
+    Looked up in the vocabulary itself: GPT-2's EOS is also its UNK and BOS
+    (``<|endoftext|>``, id 50256), so "the id equals the UNK id" does not mean
+    "not in the vocabulary".
+    """
     token = eos_token or tokenizer.eos_token
     if token is None:
         raise ConfigError(
-            f"tokenize.tokenizer: {tokenizer.name_or_path!r} has no EOS token to separate documents"
+            f"tokenize.eos_token: {tokenizer.name_or_path!r} has no EOS token to end documents with; "
+            f"set tokenize.eos_token to one of its tokens{_special_tokens_hint(tokenizer)}"
         )
-    token_id = tokenizer.convert_tokens_to_ids(token)
-    if token_id is None or token_id == tokenizer.unk_token_id:
+    token_id = tokenizer.get_vocab().get(token)
+    if token_id is None:
         raise ConfigError(
-            f"tokenize.eos_token: {token!r} is not in the vocabulary of {tokenizer.name_or_path!r}"
+            f"tokenize.eos_token: {token!r} is not in the vocabulary of {tokenizer.name_or_path!r}; "
+            f"set tokenize.eos_token to one of its tokens{_special_tokens_hint(tokenizer)}"
         )
     return int(token_id)
+
+
+def pretrained_eos_token(tokenizer: Any, fallback: str) -> str:
+    """The EOS of a pretrained tokenizer: its own, else ``fallback`` (``tokenize.eos_token``) if it has it.
+
+    A tokenizer without an EOS (BERT-style ones) cannot end documents by itself;
+    ``tokenize.eos_token`` names the token that does, and an unknown one is one line.
+    """
+    if tokenizer.eos_token is not None:
+        return str(tokenizer.eos_token)
+    if fallback in tokenizer.get_vocab():
+        return fallback
+    raise ConfigError(
+        f"tokenize.eos_token: {tokenizer.name_or_path!r} has no EOS token and {fallback!r} is not in its "
+        f"vocabulary; set tokenize.eos_token to the token that ends a document"
+        f"{_special_tokens_hint(tokenizer)}"
+    )
+
+
+def _special_tokens_hint(tokenizer: Any) -> str:
+    special = [str(t) for t in getattr(tokenizer, "all_special_tokens", [])][:8]
+    return f" (its special tokens: {', '.join(special)})" if special else ""
 
 
 def tokenizer_json(tokenizer: Any) -> dict[str, Any]:

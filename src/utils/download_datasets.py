@@ -1,4 +1,4 @@
-"""Fetch, cache and export the raw datasets listed in ``DATASETS_TO_DOWNLOAD`` (``download.datasets``).
+"""Fetch, cache and export the raw datasets of ``DATASETS_TO_DOWNLOAD`` (``download.datasets``/``local``).
 
 The seed's command-line script, run from the project root::
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         dest="datasets",
         metavar="NAME",
-        help="download only this dataset (repeatable; default: all of download.datasets)",
+        help="download only this dataset (repeatable; default: all of download.datasets and download.local)",
     )
     parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
     return parser

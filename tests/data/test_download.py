@@ -186,3 +186,152 @@ def test_download_all_fetches_every_listed_dataset_or_the_named_ones(
         ConfigError, match=r"^download.datasets.third: no such dataset; choose one of: first, second$"
     ):
         download_all(params, tmp_path / "none", names=["third"])
+
+
+# --------------------------------------------------------------------------- local corpora as users have them
+
+
+def write_corpus(folder: Path) -> Path:
+    """Three books in paragraphs, a nested one, and files a glob over the folder must not take."""
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.txt").write_text("Book b, first paragraph\nstill the first.\n\nSecond of b.\n")
+    (folder / "a.txt").write_text("Book a, one paragraph.\n\n\n\nAnother of a.\n")
+    (folder / "sub" / "c.txt").write_text("Nested c.\n")
+    (folder / ".hidden.txt").write_text("hidden\n")
+    (folder / "notes.md").write_text("not a .txt\n")
+    return folder
+
+
+def test_a_glob_over_a_folder_with_paragraphs(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus")
+    notes = spec(
+        path="text",
+        data_dir=str(corpus),
+        data_files="*.txt",
+        options={"sample_by": "paragraph"},
+        validation_fraction=0.25,
+    )
+    export = download_dataset("notes", notes, tmp_path / "cache", key="download.local.notes")
+    texts = read_texts(export / "train.jsonl") + read_texts(export / "validation.jsonl")
+    assert sorted(texts) == sorted(
+        [
+            "Book a, one paragraph.",
+            "Another of a.\n",
+            "Book b, first paragraph\nstill the first.",
+            "Second of b.\n",
+        ]
+    )
+    source = read_manifest(export).source
+    assert source.files == {"*.txt": ("a.txt", "b.txt")}  # sorted, hidden and other files left out
+    assert source.options == {"sample_by": "paragraph"}
+    assert (source.data_dir, source.data_files) == (str(corpus), "*.txt")
+    assert source.sha256 == {
+        name: hashlib.sha256((corpus / name).read_bytes()).hexdigest() for name in ("a.txt", "b.txt")
+    }
+    assert source.rows == {"train": 4}
+
+
+def test_folders_lists_and_splits_expand_to_every_file_in_order(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus")
+    (corpus / "valid").mkdir()
+    (corpus / "valid" / "v.txt").write_text("held out\n")
+    whole = spec(
+        path="text", data_dir=str(corpus), data_files={"train": ["sub", "*.txt"], "validation": "valid"}
+    )
+    export = download_dataset("notes", whole, tmp_path / "cache")
+    assert read_texts(export / "train.jsonl") == [
+        "Nested c.",
+        "Book a, one paragraph.",
+        "Another of a.",
+        "Book b, first paragraph",
+        "still the first.",
+        "Second of b.",
+    ]
+    assert read_texts(export / "validation.jsonl") == ["held out"]
+    manifest = read_manifest(export)
+    assert manifest.source.files == {
+        "sub": ("sub/c.txt",),
+        "*.txt": ("a.txt", "b.txt"),
+        "valid": ("valid/v.txt",),
+    }
+    everything = download_dataset("all", spec(path="text", data_dir=str(corpus / "sub")), tmp_path / "cache")
+    assert read_manifest(everything).source.files == {".": ("c.txt",)}  # no data_files: the whole folder
+
+
+def test_a_file_that_is_not_utf8_names_its_line_and_the_encoding_option(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("fine\n")
+    (corpus / "b.txt").write_bytes("first line\nsecond line\nthe caf\xe9 line\n".encode("latin-1"))
+    notes = spec(path="text", data_dir=str(corpus), data_files="*.txt")
+    with pytest.raises(ConfigError) as error:
+        download_dataset("notes", notes, tmp_path / "cache", key="download.local.notes")
+    assert str(error.value) == (
+        f"download.local.notes: {corpus / 'b.txt'} line 3 is not valid utf-8 (byte 0xe9); convert the file "
+        "to UTF-8, or set download.local.notes.options: {encoding: <its encoding>} (e.g. latin-1, cp1252)"
+    )
+    latin = spec(path="text", data_dir=str(corpus), data_files="*.txt", options={"encoding": "latin-1"})
+    export = download_dataset("notes", latin, tmp_path / "cache")
+    texts = read_texts(export / "train.jsonl") + read_texts(export / "validation.jsonl")
+    assert "the café line" in texts
+
+
+def test_a_json_line_without_the_text_names_its_line(tmp_path: Path) -> None:
+    rows = ['{"text": "one"}', '{"text": "two"}', '{"body": "three"}', '{"text": "four"}']
+    (tmp_path / "r.jsonl").write_text("\n".join(rows) + "\n")
+    records = spec(path="json", data_dir=str(tmp_path), data_files="r.jsonl")
+    with pytest.raises(ConfigError) as error:
+        download_dataset("records", records, tmp_path / "cache")
+    assert str(error.value) == (
+        f"download.datasets.records: {tmp_path / 'r.jsonl'} line 3 has no text in 'text'; add it there, or "
+        "set download.datasets.records.text_column to the field that holds the text"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"sample_by": "sentence"},
+            r"^download.datasets.x.options.sample_by: expected one of 'line', 'paragraph'",
+        ),
+        (
+            {"no_such": 1},
+            r"^download.datasets.x.options: 'no_such' is not an option of the 'text' builder \(its",
+        ),
+        ({"cache_dir": "x"}, r"^download.datasets.x.options: 'cache_dir' is an argument of load_dataset"),
+        ({"keep_linebreaks": "yes"}, r"^download.datasets.x.options.keep_linebreaks: expected true or false"),
+    ],
+)
+def test_builder_options_are_checked_against_the_builders_declaration(
+    tmp_path: Path, options: dict, message: str
+) -> None:
+    (tmp_path / "a.txt").write_text("a\n")
+    with pytest.raises(ConfigError, match=message):
+        download_dataset(
+            "x", spec(path="text", data_files=str(tmp_path / "a.txt"), options=options), tmp_path
+        )
+
+
+def test_patterns_that_match_nothing_or_leave_data_dir_are_refused(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus")
+    with pytest.raises(
+        ConfigError, match=r"^download.datasets.x.data_files: '\*.csv' matches no file \(relative"
+    ):
+        download_dataset("x", spec(path="text", data_dir=str(corpus), data_files="*.csv"), tmp_path)
+    with pytest.raises(ConfigError, match=r"^download.datasets.x.data_files: '../a.txt' is outside data_dir"):
+        download_dataset("x", spec(path="text", data_dir=str(corpus), data_files="../a.txt"), tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"^download.datasets.x.data_dir: folder '.*nowhere' does not exist$"
+    ):
+        download_dataset("x", spec(path="text", data_dir=str(tmp_path / "nowhere")), tmp_path)
+
+
+def test_local_datasets_need_their_folder(tmp_path: Path) -> None:
+    data = yaml.safe_load(PARAMS_FILE.read_text())
+    data["download"]["local"] = {"notes": {"path": "text", "data_files": "corpus/*.txt"}}
+    with pytest.raises(ConfigError, match=r"^download.local.notes.data_dir: required: the folder that holds"):
+        parse_params(data)
+    data["download"]["local"] = {"kjv": {"path": "text", "data_dir": "corpus"}}
+    with pytest.raises(ConfigError, match=r"^download.local.kjv: the name is also in download.datasets"):
+        parse_params(data)

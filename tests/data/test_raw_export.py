@@ -33,7 +33,18 @@ def test_source_validation_split_is_kept() -> None:
 
 
 def toy_manifest() -> ExportManifest:
-    source = ExportSource("json", None, "toy.jsonl", None, "text", {"toy.jsonl": "0" * 64}, {"train": 23})
+    source = ExportSource(
+        path="json",
+        name=None,
+        data_dir=None,
+        data_files="toy.jsonl",
+        files={"toy.jsonl": ("toy.jsonl",)},
+        options={},
+        revision=None,
+        text_column="text",
+        sha256={"toy.jsonl": "0" * 64},
+        rows={"train": 23},
+    )
     return ExportManifest(
         dataset="toy", source=source, validation_split={"fraction": 0.25, "seed": 0}, splits={}
     )

@@ -116,3 +116,24 @@ def test_missing_export_is_a_clear_error(make_params, tmp_path: Path) -> None:
     params = load_params(make_params(tmp_path, data="empty"))
     with pytest.raises(PipelineError, match=r"no export here; run `dvc repro download` first"):
         tokenize_from_params(params)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_pretrained_tokenizers_frame_every_document_as_they_frame_a_text(
+    pretrained_tokenizers: Path, tiny_export: Path, tmp_path: Path, kind: str
+) -> None:
+    """GPT-2's configuration: documents then EOS; a Llama-style one: BOS, document, EOS."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(pretrained_tokenizers / kind))
+    manifest = tokenize_export(
+        tiny_export, tmp_path / kind, tokenizer, name=kind, kind="pretrained", threads=2
+    )
+    info = manifest.tokenizer
+    assert (info.eos_token, info.eos_id) == (tokenizer.eos_token, tokenizer.eos_token_id)
+    assert info.document_start == ([tokenizer.bos_token_id] if kind == "llama" else [])
+    assert info.document_end == [tokenizer.eos_token_id]
+    documents = list(iter_documents(tiny_export / "validation.jsonl"))
+    expected = [i for ids in tokenizer(documents)["input_ids"] for i in [*ids, tokenizer.eos_token_id]]
+    assert np.fromfile(tmp_path / kind / "validation.bin", dtype="<u2").tolist() == expected
+    assert manifest.splits["validation"].documents == len(documents)

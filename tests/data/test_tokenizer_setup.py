@@ -10,9 +10,23 @@ import pytest
 from transformers import AutoTokenizer
 
 from src.config import TokenizeConfig
-from src.data.fast_encoder import PROBE_TEXTS, TiktokenEncoder, TokenizersEncoder, build_encoder
+from src.data.fast_encoder import (
+    PROBE_TEXTS,
+    PerDocumentEncoder,
+    TiktokenEncoder,
+    TokenizersEncoder,
+    build_encoder,
+    document_frame,
+)
 from src.data.tokenize_corpus import iter_documents
-from src.data.tokenizer_setup import load_pretrained, tokenizer_dir_name, tokenizer_fingerprint, train_bpe
+from src.data.tokenizer_setup import (
+    eos_id,
+    load_pretrained,
+    pretrained_eos_token,
+    tokenizer_dir_name,
+    tokenizer_fingerprint,
+    train_bpe,
+)
 from src.errors import ConfigError, PipelineError
 
 CONFIG = TokenizeConfig(vocab_size=600)
@@ -43,9 +57,11 @@ def test_round_trip_and_fingerprint_survive_save_and_load(documents: list[str], 
 
 def test_trained_bpe_gets_the_fast_encoder_with_identical_ids(documents: list[str]) -> None:
     tokenizer = train_bpe(iter(documents), CONFIG)
-    encoder = build_encoder(tokenizer, "<|endoftext|>", documents[:10])
+    frame = document_frame(tokenizer, eos_id(tokenizer))
+    assert (frame.start, frame.end) == ((), (tokenizer.eos_token_id,))
+    encoder = build_encoder(tokenizer, frame, documents[:10])
     assert isinstance(encoder, TiktokenEncoder)
-    reference = TokenizersEncoder(tokenizer, "<|endoftext|>")
+    reference = PerDocumentEncoder(tokenizer, frame)
     tricky = [*PROBE_TEXTS, "a doc with <|endoftext|> inside", "", " ", "\n\n\n"]
     assert np.array_equal(encoder.encode_documents(tricky), reference.encode_documents(tricky))
 
@@ -55,7 +71,7 @@ def test_tokenizer_without_tiktoken_form_falls_back(documents: list[str]) -> Non
 
     tokenizer = train_bpe(iter(documents), CONFIG)
     tokenizer.backend_tokenizer.normalizer = normalizers.Lowercase()
-    encoder = build_encoder(tokenizer, "<|endoftext|>")
+    encoder = build_encoder(tokenizer, document_frame(tokenizer, eos_id(tokenizer)))
     assert isinstance(encoder, TokenizersEncoder)
     ids = encoder.encode_documents(["Hello World"]).tolist()
     assert ids == [*tokenizer("hello world")["input_ids"], tokenizer.eos_token_id]
@@ -87,3 +103,26 @@ def test_hub_tokenizer_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.Mo
         PipelineError, match=r"tokenize.tokenizer: the Hugging Face Hub \(.*\) is unreachable and 'gpt2'"
     ):
         load_pretrained("gpt2", tmp_path / "model_cache", hub_timeout_s=1)
+
+
+def test_eos_that_is_also_unk_and_bos_is_taken(pretrained_tokenizers: Path) -> None:
+    """GPT-2: ``<|endoftext|>`` is UNK, BOS and EOS at once, and it is in the vocabulary."""
+    tokenizer = AutoTokenizer.from_pretrained(str(pretrained_tokenizers / "gpt2"))
+    assert eos_id(tokenizer) == tokenizer.unk_token_id == len(tokenizer) - 1
+
+
+def test_the_eos_of_a_pretrained_tokenizer(pretrained_tokenizers: Path) -> None:
+    llama = AutoTokenizer.from_pretrained(str(pretrained_tokenizers / "llama"))
+    assert pretrained_eos_token(llama, "<|endoftext|>") == "</s>"  # its own, whatever the setting
+    no_eos = AutoTokenizer.from_pretrained(str(pretrained_tokenizers / "no-eos"))
+    assert pretrained_eos_token(no_eos, "[SEP]") == "[SEP]"
+    with pytest.raises(ConfigError) as error:
+        pretrained_eos_token(no_eos, "<|endoftext|>")
+    message = str(error.value)
+    assert message.startswith("tokenize.eos_token: ") and "\n" not in message
+    assert "has no EOS token and '<|endoftext|>' is not in its vocabulary; set tokenize.eos_token" in message
+    assert "[SEP]" in message  # the tokens to choose from
+    with pytest.raises(ConfigError, match=r"^tokenize.eos_token: .* has no EOS token to end documents with"):
+        eos_id(no_eos)
+    with pytest.raises(ConfigError, match=r"^tokenize.eos_token: '</s>' is not in the vocabulary of"):
+        eos_id(no_eos, "</s>")

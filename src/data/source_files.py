@@ -1,0 +1,109 @@
+"""Local source files: what a ``data_files`` entry stands for, and which line of which file is bad.
+
+An entry is a file, a glob pattern (``corpus/*.txt``, ``**/*.jsonl``) or a
+folder (every file under it), resolved as ``load_dataset`` resolves patterns
+(hidden files and ``README.md``-style files skipped unless named). The pipeline
+expands them itself and hands ``load_dataset`` the sorted list of files, so the
+export's manifest names exactly the files that were read, in the order they
+were read, on every machine.
+
+When a load fails, ``datasets`` reports a ``UnicodeDecodeError`` without the
+file or line; :func:`find_unreadable_line` finds them, so the message can say
+what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from src.errors import ConfigError
+from src.paths import display_path
+
+
+@dataclass(frozen=True)
+class MatchedFile:
+    """One local file a ``data_files`` entry matched."""
+
+    key: str
+    """How the manifest names it: relative to the folder the entry is relative to, or absolute."""
+    path: Path
+
+
+def has_wildcards(entry: str) -> bool:
+    return any(char in entry for char in "*?[")
+
+
+def expand_entry(key: str, entry: str, base: Path) -> list[MatchedFile]:
+    """The files ``entry`` (relative to ``base``, or absolute) stands for, sorted; none is an error."""
+    from datasets.data_files import resolve_pattern
+
+    path = Path(entry) if Path(entry).is_absolute() else base / entry
+    if not has_wildcards(entry):
+        if path.is_file():
+            return [MatchedFile(entry, path)]
+        if not path.is_dir():
+            raise ConfigError(f"{key}: file {entry!r} not found; fix the path (relative to {_shown(base)})")
+    pattern = str(path / "**") if path.is_dir() else str(path)
+    try:
+        matched = resolve_pattern(pattern, base_path=str(base))
+    except FileNotFoundError:
+        matched = []
+    files = sorted(Path(found) for found in matched)
+    if not files:
+        raise ConfigError(f"{key}: {entry!r} matches no file (relative to {_shown(base)}); fix the pattern")
+    relative = not Path(entry).is_absolute()
+    return [
+        MatchedFile(found.relative_to(base).as_posix() if relative else str(found), found) for found in files
+    ]
+
+
+def _shown(base: Path) -> str:
+    shown = display_path(base)
+    return "the project root" if shown == "." else shown
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """Where a file stops being readable, and why (for a one-line message)."""
+
+    path: Path
+    line: int
+    problem: str
+
+
+def find_unreadable_line(
+    files: Iterable[Path], builder: str, encoding: str = "utf-8", text_column: str | None = None
+) -> BadLine | None:
+    """The first line that cannot be decoded in ``encoding`` (or, for JSON Lines, parsed, or that has
+    no string in ``text_column``), over ``files`` in order; None when every line reads."""
+    for path in files:
+        data = path.read_bytes()
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError as error:
+            line = data.count(b"\n", 0, error.start) + 1
+            byte = data[error.start : error.start + 1].hex()
+            return BadLine(path, line, f"is not valid {encoding} (byte 0x{byte})")
+        except LookupError:
+            return None  # an unknown encoding: datasets names it itself
+        if builder == "json" and text_column and not text.lstrip().startswith("["):
+            found = _bad_json_line(path, text, text_column)
+            if found:
+                return found
+    return None
+
+
+def _bad_json_line(path: Path, text: str, column: str) -> BadLine | None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            return BadLine(path, number, "is not valid JSON")
+        if not isinstance(row, dict) or not isinstance(row.get(column), str):
+            return BadLine(path, number, f"has no text in {column!r}")
+    return None
