@@ -34,7 +34,8 @@ MANIFEST = "manifest.json"
 #: the files each ``data_files`` entry matched and the builder options. (Version 1 had neither.)
 EXPORT_FORMAT = 'jsonl: one {"text": ...} object per document; source files listed per data_files entry'
 #: The token file layout, version 2: flat little-endian ids, each document framed as the tokenizer frames
-#: a text (a BOS first when it adds one), then EOS. Version 1 had no ``document_start``/``document_end``.
+#: a text (a BOS first when it adds one), then EOS. Version 1 had no ``document_start``/``document_end``
+#: and no ``text_bytes`` per split.
 TOKEN_LAYOUT = "document_start, the document's ids, document_end"
 
 
@@ -153,6 +154,8 @@ class TokenSplit:
     file: str
     tokens: int
     documents: int
+    text_bytes: int
+    """UTF-8 bytes of the split's documents (separators are not text): bits per byte divide by them."""
     sha256: str
 
 

@@ -74,15 +74,15 @@ def encode_split(
     """Write the ids of every document in ``jsonl`` to ``out``; return its entry in the manifest."""
     from tqdm.auto import tqdm
 
-    digest, tokens, docs = hashlib.sha256(), 0, 0
+    digest, tokens, docs, text_bytes = hashlib.sha256(), 0, 0, 0
     started = time.perf_counter()
     limit = np.iinfo(dtype).max
 
-    def encode(documents: list[str]) -> np.ndarray:  # runs in a worker thread
+    def encode(documents: list[str]) -> tuple[np.ndarray, int]:  # runs in a worker thread
         ids = encoder.encode_documents(documents)
         if ids.size and int(ids.max()) > limit:
             raise PipelineError(f"{display_path(out)}: token id {int(ids.max())} does not fit {dtype.name}")
-        return ids.astype(dtype, copy=False)
+        return ids.astype(dtype, copy=False), sum(len(doc.encode("utf-8")) for doc in documents)
 
     with (
         ThreadPoolExecutor(max_workers=threads) as pool,
@@ -92,9 +92,10 @@ def encode_split(
         pending: deque = deque()
 
         def write_oldest() -> None:
-            nonlocal tokens, docs
+            nonlocal tokens, docs, text_bytes
             count, future = pending.popleft()
-            ids = future.result()
+            ids, size = future.result()
+            text_bytes += size
             handle.write(ids.data)
             digest.update(ids.data)
             tokens += ids.size
@@ -109,7 +110,7 @@ def encode_split(
                 write_oldest()
         while pending:
             write_oldest()
-    return TokenSplit(out.name, tokens, docs, digest.hexdigest())
+    return TokenSplit(out.name, tokens, docs, text_bytes, digest.hexdigest())
 
 
 def export_hashes(export_dir: Path) -> dict[str, str]:

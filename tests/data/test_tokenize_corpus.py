@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,8 @@ def test_manifest_counts_match_the_files(token_dir: Path, tiny_export: Path) -> 
         assert ids.size == info.tokens
         assert info.documents == export.splits[split].rows == int((ids == eos).sum())
         assert ids[-1] == eos
+        rows = (tiny_export / export.splits[split].file).read_text(encoding="utf-8").splitlines()
+        assert info.text_bytes == sum(len(json.loads(row)["text"].encode("utf-8")) for row in rows)
 
 
 def test_ids_equal_the_hugging_face_tokenizer_per_document(token_dir: Path, tiny_export: Path) -> None:
