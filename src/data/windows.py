@@ -105,11 +105,14 @@ class WindowSampler(Sampler[int]):
 
 
 class ValidationWindows(Dataset):
-    """Fixed windows that cover every validation token exactly once.
+    """Fixed windows that predict every validation token but the first exactly once.
 
-    Windows are laid end to end; the last one is aligned to the end of the
-    stream and its labels overlapping the previous window are ignored, so all
-    windows have the same shape and no token is counted twice.
+    A causal LM predicts positions 1..T-1 of a window from the ones before, so
+    windows overlap by one token: each starts on the last token of the previous
+    one, which it only reads. The last window is aligned to the end of the stream
+    and its labels for tokens already predicted are ignored, so all windows have
+    the same shape and the summed loss covers the whole text (what bits per byte
+    divides by its bytes).
     """
 
     def __init__(self, tokens: np.ndarray, max_length: int) -> None:
@@ -117,7 +120,8 @@ class ValidationWindows(Dataset):
             raise ValueError(f"{len(tokens)} validation tokens are too few for windows of {max_length}")
         self.tokens = tokens
         self.max_length = max_length
-        self.count = -(-len(tokens) // max_length)  # ceil
+        self.stride = max_length - 1
+        self.count = max(1, -(-(len(tokens) - 1) // self.stride))  # ceil
 
     def __len__(self) -> int:
         return self.count
@@ -133,8 +137,9 @@ class ValidationWindows(Dataset):
         if index >= self.count:  # padding: a real window whose labels are all ignored
             window = _as_tensor(self.tokens[: self.max_length])
             return {"input_ids": window, "labels": torch.full_like(window, IGNORE_INDEX)}
-        start = min(index * self.max_length, len(self.tokens) - self.max_length)
+        start = min(index * self.stride, len(self.tokens) - self.max_length)
         window = _as_tensor(self.tokens[start : start + self.max_length])
         labels = window.clone()
-        labels[: index * self.max_length - start] = IGNORE_INDEX  # already scored by the previous window
+        # Tokens up to index * stride were predicted by the windows before (the first one by none).
+        labels[: index * self.stride - start + 1] = IGNORE_INDEX
         return {"input_ids": window, "labels": labels}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,8 @@ class CausalLM(L.LightningModule):
         # The compiled wrappers are kept out of the module tree, so state_dict (and every
         # checkpoint) holds the plain weights whether or not compile is on.
         self._forward = [torch.compile(model) if train.compile else model]
+        self.val_text_bytes = 0
+        """UTF-8 bytes of the validation text (token manifest); when set, validation reports bits per byte."""
         self._body: list[nn.Module] = []
         if train.loss_chunk_tokens:
             if reason := unsupported_reason(model):
@@ -114,6 +117,9 @@ class CausalLM(L.LightningModule):
         val_loss = (total / count.clamp(min=1)).float()
         self.log("val_loss", val_loss, prog_bar=True, sync_dist=False)
         self.log("val_perplexity", torch.exp(val_loss.clamp(max=MAX_LOSS_FOR_PERPLEXITY)), sync_dist=False)
+        if self.val_text_bytes:
+            # The summed loss in bits over the bytes it predicted: the figure that compares tokenizers.
+            self.log("val_bpb", (total / (math.log(2) * self.val_text_bytes)).float(), sync_dist=False)
 
     def configure_optimizers(self) -> Any:
         t = self.train_config

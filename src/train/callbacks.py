@@ -143,6 +143,8 @@ class StepRecorder(L.Callback):
             return
         val_loss = float(trainer.callback_metrics["val_loss"])
         result = {"val_loss": val_loss, "val_perplexity": perplexity(val_loss)}
+        if "val_bpb" in trainer.callback_metrics:
+            result["val_bpb"] = float(trainer.callback_metrics["val_bpb"])
         step = self.step(trainer)
         if self.history.val.get(step) == result:
             return  # the final validation of weights already validated at this step: logged once

@@ -24,7 +24,7 @@ from src.paths import resolve_path, workspace_root
 from src.train.callbacks import PeriodicCheckpoint, RestoreTrainingState, StepRecorder
 from src.train.checkpoints import CheckpointState, rng_states, shaping_settings
 from src.train.history import History
-from src.train.reporting import unigram_perplexity
+from src.train.reporting import bits_per_byte, unigram_perplexity
 from src.train.run_inputs import RunInputs
 from src.train.tracking import RunTracker
 from src.train.trainer_settings import progress_bar, trainer_settings
@@ -59,7 +59,9 @@ def build_module(params: Params, root: Path, inputs: RunInputs) -> CausalLM:
     model = build_model(
         params.model, inputs.vocabulary, params.train.max_length, model_cache, params.download.hub_timeout_s
     )
-    return CausalLM(model, params.train)
+    module = CausalLM(model, params.train)
+    module.val_text_bytes = inputs.manifest.splits["validation"].text_bytes
+    return module
 
 
 def train_on_rank(
@@ -142,10 +144,14 @@ def train_on_rank(
         "val_loss": val_loss,
         "val_perplexity": perplexity(val_loss),
         "unigram_perplexity": unigram_perplexity(data.train_tokens, data.val_tokens, inputs.vocabulary.size),
+        "val_bpb": float(final.get("val_bpb", math.nan)),
         "tokens_per_s": history.tokens_seen / history.train_seconds if history.train_seconds else math.nan,
         "steps": t.max_steps,
         "tokens_seen": history.tokens_seen,
     }
+    metrics["unigram_bpb"] = bits_per_byte(
+        math.log(metrics["unigram_perplexity"]) * len(data.val_tokens), module.val_text_bytes
+    )
     metrics.update(recorder.speed(metrics["tokens_per_s"], trainer.world_size))
     return Outcome(module, history, metrics, model_weights(trainer))
 

@@ -22,7 +22,15 @@ from src.utils.files import atomic_directory
 log = logging.getLogger(__name__)
 
 #: Metrics with one value per run; the rest (losses, perplexity) are curves over the steps.
-SUMMARY_METRICS = ("steps", "tokens_per_s", "tokens_seen", "unigram_perplexity", "tflops", "mfu")
+SUMMARY_METRICS = (
+    "steps",
+    "tokens_per_s",
+    "tokens_seen",
+    "unigram_perplexity",
+    "unigram_bpb",
+    "tflops",
+    "mfu",
+)
 
 
 def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, tracker: RunTracker) -> None:
@@ -54,9 +62,12 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
     model_uri = tracker.log_model(model, tokenizer, params.train.sample_prompt, params.mlflow.register_model)
     log.info("logged model %s%s", model_uri, _registered(params.mlflow.register_model))
     log.info(
-        "val perplexity %.1f (unigram baseline %.1f), %s tokens at %.0f tokens/s (%s); see the runs: make ui",
+        "val perplexity %.1f, %.3f bits per byte (unigram baseline %.1f, %.3f), %s tokens at %.0f tokens/s "
+        "(%s); see the runs: make ui",
         metrics["val_perplexity"],
+        metrics["val_bpb"],
         metrics["unigram_perplexity"],
+        metrics["unigram_bpb"],
         f"{metrics['tokens_seen']:,}",
         metrics["tokens_per_s"],
         _speed(metrics),

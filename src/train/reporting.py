@@ -26,6 +26,11 @@ def unigram_perplexity(train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_s
     return float(np.exp(-log_probs[np.asarray(val_tokens)].mean()))
 
 
+def bits_per_byte(total_nats: float, text_bytes: int) -> float:
+    """A loss summed over a text (nats), in bits per UTF-8 byte of it: comparable across tokenizers."""
+    return total_nats / (math.log(2) * text_bytes) if text_bytes else math.nan
+
+
 def write_metrics(path: Path, metrics: dict[str, float]) -> None:
     write_text_atomic(path, canonical_json({k: _finite(v) for k, v in metrics.items()}))
 
@@ -37,7 +42,7 @@ def write_plots(folder: Path, history: Any) -> None:
     plots = (
         ("train_loss.csv", ("step", "train_loss"), history.train),
         ("learning_rate.csv", ("step", "lr"), history.train),
-        ("val_loss.csv", ("step", "val_loss", "val_perplexity"), val_rows),
+        ("val_loss.csv", ("step", "val_loss", "val_perplexity", *_present("val_bpb", val_rows)), val_rows),
     )
     for name, columns, rows in plots:
         buffer = io.StringIO()
@@ -71,6 +76,11 @@ def generate_samples(model: torch.nn.Module, tokenizer: Any, prompt: str, tokens
         f"prompt: {prompt!r}\n\n[greedy]\n{greedy_text}\n\n"
         f"[sampled, top_k=50, temperature=0.8]\n{sampled_text}\n"
     )
+
+
+def _present(column: str, rows: list[dict]) -> tuple[str, ...]:
+    """``(column,)`` when every row has it (histories of older checkpoints may not)."""
+    return (column,) if rows and all(column in row for row in rows) else ()
 
 
 def _format(value: float | int) -> str:

@@ -46,23 +46,24 @@ def test_ranks_read_distinct_windows_of_equal_count() -> None:
     assert resumed == parts[1][5:]
 
 
-@pytest.mark.parametrize("length", [64, 100, 9_999])
-def test_validation_windows_score_every_token_once(length: int) -> None:
+@pytest.mark.parametrize("length", [64, 65, 100, 127, 9_999])
+def test_validation_windows_predict_every_token_but_the_first_once(length: int) -> None:
     windows = ValidationWindows(TOKENS[:length] if length <= len(TOKENS) else TOKENS, max_length=64)
-    counted = np.zeros(length, dtype=int)
+    predicted = np.zeros(length, dtype=int)
     for index in range(len(windows)):
         item = windows[index]
         start = int(item["input_ids"][0])
         assert item["input_ids"].shape == (64,)
-        scored = np.flatnonzero(item["labels"].numpy() != IGNORE_INDEX) + start
-        counted[scored] += 1
-    assert counted.max() == 1
-    assert counted.sum() == length
+        # The model predicts position p (p >= 1) from the ones before: label 0 never counts.
+        targets = np.flatnonzero(item["labels"].numpy()[1:] != IGNORE_INDEX) + 1 + start
+        predicted[targets] += 1
+    assert predicted[0] == 0
+    assert (predicted[1:] == 1).all()
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
 def test_validation_shards_are_even_and_cover_every_window_once(world_size: int) -> None:
-    windows = ValidationWindows(np.arange(1000, dtype=np.uint16), 32)  # 32 windows
+    windows = ValidationWindows(np.arange(1000, dtype=np.uint16), 32)  # 33 windows
     shards = [list(windows.padded(rank, world_size)) for rank in range(world_size)]
     assert len({len(shard) for shard in shards}) == 1  # every rank runs as many forward passes
     real = sorted(i for shard in shards for i in shard if i < len(windows))

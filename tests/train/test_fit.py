@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from transformers import AutoModelForCausalLM
 
 from src.config import load_params
+from src.data.token_files import read_token_manifest
 from src.errors import PipelineError
 from src.models.flops import flops_per_token
 from src.paths import PROJECT_ROOT
@@ -47,7 +48,20 @@ def test_fit_writes_model_metrics_plots_and_one_mlflow_run(
         "steps",
         "tflops",
     }
-    assert set(metrics) == expected | {"tokens_seen"}
+    assert set(metrics) == expected | {"tokens_seen", "val_bpb", "unigram_bpb"}
+    # Bits per byte by hand: the loss summed over every predicted validation token, in bits, over the
+    # UTF-8 bytes of the validation documents of the export.
+    tokens = read_token_manifest(params.paths.tokenized_dir(params.tokenize.tokenizer))
+    rows = (params.paths.raw_dir() / "kjv" / "validation.jsonl").read_text(encoding="utf-8").splitlines()
+    text_bytes = sum(len(json.loads(row)["text"].encode("utf-8")) for row in rows)
+    predicted = tokens.splits["validation"].tokens - 1
+    by_hand = metrics["val_loss"] * predicted / (math.log(2) * text_bytes)
+    assert metrics["val_bpb"] == pytest.approx(by_hand, rel=1e-5)
+    unigram_bits = math.log2(metrics["unigram_perplexity"]) * tokens.splits["validation"].tokens
+    assert metrics["unigram_bpb"] == pytest.approx(unigram_bits / text_bytes, rel=1e-9)
+    assert curve(Path(params.paths.plots_dir) / "val_loss.csv", "val_bpb")[-1] == pytest.approx(
+        metrics["val_bpb"]
+    )
     assert metrics["steps"] == 20 and metrics["tokens_seen"] == 20 * 4 * 32
     # Beats a uniform guess over the 600-token vocabulary after 20 steps.
     assert metrics["val_perplexity"] < 600
