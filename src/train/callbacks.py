@@ -17,6 +17,7 @@ import lightning as L
 from src.models.metrics import perplexity
 from src.train.checkpoints import CheckpointState, restore_rng_states
 from src.train.history import History, tracked_train_metrics
+from src.utils.faults import kill_point
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class StepRecorder(L.Callback):
         module.log("tokens_per_s", row["tokens_per_s"], prog_bar=True, on_step=True, on_epoch=False)
         if self.log_metrics and trainer.is_global_zero:
             self.log_metrics(tracked_train_metrics(row), row["step"])
+        kill_point(f"train.after-step-{row['step']}")
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:

@@ -32,6 +32,7 @@ from src.config import MlflowConfig
 from src.data.manifests import MANIFEST, TokenManifest
 from src.errors import PipelineError
 from src.paths import PROJECT_ROOT, display_path, workspace_root
+from src.utils.faults import kill_point
 from src.utils.redact import redact_uri
 
 _SQLITE = "sqlite:///"
@@ -168,6 +169,7 @@ class RunTracker:
 
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
         self.run_id = run.info.run_id
+        kill_point("mlflow.run-created")
         items = [Param(k, redact_uri(v)) for k, v in params.items()]  # no password in a param
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
@@ -274,6 +276,7 @@ class RunTracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.flush()
+        kill_point("mlflow.run-ending")
         self.client.set_terminated(self.run_id, status=status)
 
 

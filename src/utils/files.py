@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from src.utils.faults import kill_point
+
 _CHUNK = 1 << 20
 
 
@@ -42,6 +44,7 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
+        kill_point(f"files.file-staged.{path.name}")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -82,13 +85,16 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     staging.chmod(0o755)  # mkdtemp makes it private; outputs are meant to be shared
     try:
         yield staging
+        kill_point(f"files.dir-staged.{target.name}")
         if target.exists():
             retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
             os.replace(target, retired / target.name)
+            kill_point(f"files.dir-retired.{target.name}")
             os.replace(staging, target)
             shutil.rmtree(retired)
         else:
             os.replace(staging, target)
+        kill_point(f"files.dir-swapped.{target.name}")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
