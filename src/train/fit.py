@@ -99,7 +99,6 @@ def open_run(params: Params, root: Path, inputs: RunInputs) -> RunTracker:
             for metrics, step in resumed.history.tracked():
                 tracker.log_metrics(metrics, step)
             tracker.flush()
-    tracker.claim()
     for orphan in tracker.end_orphans():
         log.info("MLflow run %s was left RUNNING by a training that no longer runs: marked KILLED", orphan)
     log.info("MLflow run %s in %s", tracker.run_id, redact_uri(tracker.client.tracking_uri))

@@ -161,13 +161,16 @@ class RunTracker:
         """Record which process of which machine runs the training (see :meth:`end_orphans`)."""
         from mlflow.entities import RunTag
 
-        owner = [RunTag(HOST_TAG, socket.gethostname()), RunTag(PID_TAG, str(os.getpid()))]
-        self.client.log_batch(self.run_id, tags=owner)
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in owner_tags().items()])
 
     def start(self, run_name: str | None, tags: Mapping[str, str], params: Mapping[str, str]) -> str:
+        """Create the run, owned by this process from its first instant (a run killed before it
+        recorded its owner would stay RUNNING for ever), and log every param and tag."""
         from mlflow.entities import Param, RunTag
 
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+        run = self.client.create_run(
+            self.experiment_id, run_name=run_name, tags={**owner_tags(), **dict(tags)}
+        )
         self.run_id = run.info.run_id
         kill_point("mlflow.run-created")
         items = [Param(k, redact_uri(v)) for k, v in params.items()]  # no password in a param
@@ -192,10 +195,11 @@ class RunTracker:
             return False
         if info.lifecycle_stage != "active" or info.status == "FINISHED":
             return False
+        self.run_id = run_id
+        self.claim()  # before it is RUNNING again, so a kill in between leaves it to end_orphans
         self.client.update_run(run_id, status="RUNNING", name=run_name or None)
         if run_name:
             self.client.log_batch(run_id, tags=[RunTag(EXP_NAME_TAG, run_name)])
-        self.run_id = run_id
         return True
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, *, flush: bool = False) -> None:
@@ -282,6 +286,11 @@ class RunTracker:
 
 EXP_NAME_TAG = "dvc.exp_name"
 HOST_TAG, PID_TAG = "lmpipe.host", "lmpipe.pid"
+
+
+def owner_tags() -> dict[str, str]:
+    """The machine and process that run the training: a run whose process is gone is an orphan."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
 
 def _process_alive(pid: int) -> bool:

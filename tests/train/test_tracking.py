@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,3 +44,21 @@ def test_a_password_in_the_tracking_uri_is_not_stored_as_a_param(tmp_path: Path)
     tracker.start(None, {}, {"mlflow.tracking_uri": "http://bob:hunter2@127.0.0.1:5000", "train.lr": "0.003"})
     params = tracker.client.get_run(tracker.run_id).data.params
     assert params == {"mlflow.tracking_uri": "http://bob:***@127.0.0.1:5000", "train.lr": "0.003"}
+
+
+def test_a_run_killed_as_it_is_created_is_still_found_as_an_orphan(python_runner, tmp_path: Path) -> None:
+    """The owner tags come with the run itself: a kill right after creating it cannot leave a
+    RUNNING run that no later training would recognise as an orphan."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start = (
+        f"from src.train.tracking import RunTracker\nRunTracker({uri!r}, 'lmpipe').start(None, {{}}, {{}})"
+    )
+    killed = python_runner("-c", start, env={"LMPIPE_KILL_AT": "mlflow.run-created"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    current = RunTracker(uri, "lmpipe")
+    current.start("current", {}, {})
+    (orphan,) = [
+        r for r in current.client.search_runs([current.experiment_id]) if r.info.run_name != "current"
+    ]
+    assert orphan.info.status == "RUNNING"
+    assert current.end_orphans() == [orphan.info.run_id]
