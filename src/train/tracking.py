@@ -117,8 +117,11 @@ class RunTracker:
 
         self.run_id = run_id
         self._pending: list = []
+        self._held: set[tuple[str, int]] = set()
+        """The (metric, step) pairs the run already holds when this tracker takes it over."""
         if run_id is not None:
             self.client = MlflowClient(tracking_uri=uri)
+            self._held = self._logged_pairs()
             return
         with _store_lock(uri):
             # Opening a SQLite store creates and migrates its tables: parallel runs must not race there.
@@ -200,28 +203,38 @@ class RunTracker:
         self.client.update_run(run_id, status="RUNNING", name=run_name or None)
         if run_name:
             self.client.log_batch(run_id, tags=[RunTag(EXP_NAME_TAG, run_name)])
+        self._held = self._logged_pairs()
         return True
+
+    def _logged_pairs(self) -> set[tuple[str, int]]:
+        """Every (metric, step) the run holds."""
+        keys = self.client.get_run(self.run_id).data.metrics
+        return {
+            (key, metric.step) for key in keys for metric in self.client.get_metric_history(self.run_id, key)
+        }
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, *, flush: bool = False) -> None:
         """Queue metrics for the run; they are sent by :meth:`flush`.
 
-        Training flushes when it writes a checkpoint (and at the end), so after a kill MLflow
-        holds exactly the steps the checkpoint holds, and the resumed run logs each step once.
+        Training flushes when it writes a checkpoint, so after a kill MLflow holds the steps the
+        checkpoint holds. A kill later in the run (after the final flush, while the outputs are
+        written) leaves MLflow ahead of the newest checkpoint, and the resumed run computes those
+        steps again, to the same values: a (metric, step) the run already held when this tracker
+        took it over is not sent twice, so MLflow keeps each once, as in an uninterrupted run.
         """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        self._pending.extend(
+            Metric(k, float(v), now, step) for k, v in metrics.items() if (k, step) not in self._held
+        )
         if flush:
             self.flush()
 
-    def log_missing(self, rows: list[tuple[dict[str, float], int]], watermark: str = "train_loss") -> None:
-        """Log the (metrics, step) rows past the last step the run has of ``watermark``."""
-        logged = [metric.step for metric in self.client.get_metric_history(self.run_id, watermark)]
-        last = max(logged, default=-1)
+    def log_missing(self, rows: list[tuple[dict[str, float], int]]) -> None:
+        """Log the (metrics, step) rows the run does not hold yet (a checkpoint's history, on resume)."""
         for metrics, step in rows:
-            if step > last:
-                self.log_metrics(metrics, step)
+            self.log_metrics(metrics, step)
         self.flush()
 
     def flush(self) -> None:

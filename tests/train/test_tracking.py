@@ -62,3 +62,33 @@ def test_a_run_killed_as_it_is_created_is_still_found_as_an_orphan(python_runner
     ]
     assert orphan.info.status == "RUNNING"
     assert current.end_orphans() == [orphan.info.run_id]
+
+
+def test_a_continued_run_keeps_each_metric_step_once(tmp_path: Path) -> None:
+    """A run killed after MLflow got steps its newest checkpoint does not hold computes them again
+    when it resumes: MLflow keeps the first of each, whoever logs the repeat (driver or Ray worker)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = RunTracker(uri, "lmpipe")
+    run_id = first.start(None, {}, {})
+    for step in (1, 2, 3):
+        first.log_metrics({"train_loss": 1 / step}, step)
+    first.log_metrics({"steps": 5}, 0, flush=True)
+
+    resumed = RunTracker(uri, "lmpipe")
+    assert resumed.reattach(run_id, None)
+    for step in (2, 3, 4):
+        resumed.log_metrics({"train_loss": 1 / step}, step)
+    resumed.log_metrics({"steps": 5}, 0, flush=True)
+    worker = RunTracker(uri, None, run_id=run_id)
+    for step in (4, 5):
+        worker.log_metrics({"train_loss": 1 / step}, step)
+    worker.flush()
+
+    history = {
+        key: [(m.step, m.value) for m in first.client.get_metric_history(run_id, key)]
+        for key in ("train_loss", "steps")
+    }
+    assert {key: sorted(rows) for key, rows in history.items()} == {
+        "train_loss": [(step, 1 / step) for step in (1, 2, 3, 4, 5)],
+        "steps": [(0, 5.0)],
+    }
