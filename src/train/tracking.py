@@ -259,27 +259,44 @@ class RunTracker:
     def log_model(self, model: Any, tokenizer: Any, input_example: str, registered_name: str | None) -> str:
         """Log a ``transformers`` model as the run's MLflow model (and register a version); its URI.
 
-        The fluent API is the only way to log a model, so the run is made active for this
-        call alone, in the run's own store.
+        Only the fluent API logs a model; it is pointed at the run's store for this call alone and
+        given the run, and a model entry made here in the run's experiment, by id. (Making the run
+        active instead would end it, FINISHED, on leaving the block, before the outputs are
+        complete: a kill then would leave a finished run that the resumed training cannot continue.)
+        A model that an interrupted attempt of this run logged is deleted first: the run keeps one.
         """
         import mlflow
         import mlflow.transformers
 
+        run = self.client.get_run(self.run_id)
+        experiment_id = run.info.experiment_id
+        earlier = self.client.search_logged_models(
+            [experiment_id], filter_string=f"source_run_id = '{self.run_id}'"
+        )
+        for logged in earlier:
+            self.client.delete_logged_model(logged.model_id)
+        source = {
+            k: v for k, v in run.data.tags.items() if k.startswith("mlflow.source.") or k == "mlflow.user"
+        }
+        entry = self.client.create_logged_model(
+            experiment_id, name="model", source_run_id=self.run_id, tags=source, params=run.data.params
+        )
         previous = mlflow.get_tracking_uri()
         chatty = logging.getLogger("mlflow.transformers")  # no model card or license offline: expected
         level = chatty.level
         mlflow.set_tracking_uri(self.client.tracking_uri)
         chatty.setLevel(logging.ERROR)
         try:
-            with mlflow.start_run(run_id=self.run_id):
-                info = mlflow.transformers.log_model(
-                    {"model": model, "tokenizer": tokenizer},
-                    name="model",
-                    task="text-generation",
-                    input_example=input_example,
-                    registered_model_name=registered_name or None,
-                    pip_requirements=_pinned(("torch", "transformers", "tokenizers")),
-                )
+            info = mlflow.transformers.log_model(
+                {"model": model, "tokenizer": tokenizer},
+                name="model",
+                task="text-generation",
+                input_example=input_example,
+                registered_model_name=registered_name or None,
+                pip_requirements=_pinned(("torch", "transformers", "tokenizers")),
+                run_id=self.run_id,
+                model_id=entry.model_id,
+            )
         finally:
             chatty.setLevel(level)
             mlflow.set_tracking_uri(previous)

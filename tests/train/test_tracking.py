@@ -92,3 +92,22 @@ def test_a_continued_run_keeps_each_metric_step_once(tmp_path: Path) -> None:
         "train_loss": [(step, 1 / step) for step in (1, 2, 3, 4, 5)],
         "steps": [(0, 5.0)],
     }
+
+
+def test_logging_the_model_leaves_the_run_running_with_one_model(token_dir: Path, tmp_path: Path) -> None:
+    """The outputs come before the run ends: logging the model must not end it (a kill after it would
+    leave a FINISHED run that cannot be continued), and a resumed attempt replaces the model."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(token_dir / "tokenizer")
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    model = GPT2LMHeadModel(config)
+    tracker = RunTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "lmpipe")
+    run_id = tracker.start(None, {}, {})
+    for _ in range(2):  # the second time as a resumed attempt of the same run would
+        tracker.log_model(model, tokenizer, "In the beginning", None)
+        assert tracker.client.get_run(run_id).info.status == "RUNNING"
+    models = tracker.client.search_logged_models(
+        [tracker.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
+    assert len(models) == 1
