@@ -37,9 +37,16 @@ def canonical_json(data: Any) -> str:
 
 
 @contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """Yield a binary handle on a temporary file that replaces ``path`` only if the block succeeds."""
+def atomic_file(path: Path, *, shared: bool = False) -> Iterator[BinaryIO]:
+    """Yield a binary handle on a temporary file that replaces ``path`` only if the block succeeds.
+
+    Staging copies a killed writer left beside ``path`` are removed first (:func:`remove_leftovers`),
+    unless the file is ``shared``: written by several processes at once (a cache), another
+    writer's staging copy may be in use.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not shared:
+        remove_leftovers(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -51,9 +58,9 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str, *, shared: bool = False) -> None:
     """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` via a temporary file and a rename."""
-    with atomic_file(path) as handle:
+    with atomic_file(path, shared=shared) as handle:
         handle.write(text.encode("utf-8"))
 
 
