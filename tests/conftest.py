@@ -151,12 +151,15 @@ def python_runner() -> Callable[..., subprocess.CompletedProcess]:
     return run_python
 
 
-def run_dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``dvc`` in ``project`` as a user would; with ``check``, a failure shows DVC's output."""
+def run_dvc(
+    project: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``dvc`` in ``project`` as a user would (``env``: extra variables); with ``check``, a
+    failure shows DVC's output."""
     result = subprocess.run(
         [sys.executable, "-m", "dvc", *args],
         cwd=project,
-        env=tool_environment(),
+        env=tool_environment(env),
         capture_output=True,
         text=True,
         timeout=900,
@@ -168,7 +171,7 @@ def run_dvc(project: Path, *args: str, check: bool = True) -> subprocess.Complet
 
 @pytest.fixture(scope="session")
 def dvc() -> Callable[..., subprocess.CompletedProcess]:
-    """``dvc(project, *args, check=True)``: run DVC and return the finished process."""
+    """``dvc(project, *args, check=True, env=None)``: run DVC and return the finished process."""
     return run_dvc
 
 
@@ -555,12 +558,13 @@ def gpt2_style_tokenizer() -> Callable[[Path, list[str]], Path]:
 # --------------------------------------------------------------------------- the project under DVC
 
 
-def copy_project(target: Path) -> Path:
+def copy_project(target: Path, settings: dict[str, object] | None = None) -> Path:
     """A fresh git repository holding the project's current files (tracked and new, not ignored).
 
     The model and training are shrunk (TINY_*) so a training takes seconds;
     download and tokenize keep their defaults, so their outputs can be compared
-    with the committed ``dvc.lock``.
+    with the committed ``dvc.lock``. ``settings`` are set on top before the first commit, as
+    ``dvc exp run -S`` would: ``{"train.max_steps": 5, "tokenize.vocab_size": 600}``.
     """
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -577,6 +581,12 @@ def copy_project(target: Path) -> Path:
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["model"].update(TINY_MODEL)
     params["train"].update(TINY_TRAIN)
+    for key, value in (settings or {}).items():
+        *sections, name = key.split(".")
+        node = params
+        for section in sections:
+            node = node[section]
+        node[name] = value
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for command in (
         ["git", "init", "-q"],
@@ -585,6 +595,13 @@ def copy_project(target: Path) -> Path:
     ):
         subprocess.run(command, cwd=target, check=True)
     return target
+
+
+@pytest.fixture(scope="session")
+def project_copy() -> Callable[..., Path]:
+    """``project_copy(target, settings=None)``: a fresh git repository of the project, tiny training
+    (see :func:`copy_project`), nothing produced yet."""
+    return copy_project
 
 
 #: The MLflow store a run leaves at the project root; its experiment records its absolute location.

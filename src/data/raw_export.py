@@ -23,6 +23,7 @@ import numpy as np
 from src.data.manifests import MANIFEST, ExportManifest, ExportSplit
 from src.errors import PipelineError
 from src.paths import display_path
+from src.utils.faults import kill_point
 from src.utils.files import atomic_directory
 
 TRAIN, VALIDATION = "train", "validation"
@@ -126,6 +127,7 @@ def write_export(
                             continue
                         held_out = plan.validation_mask is not None and plan.validation_mask[row + offset]
                         writers[VALIDATION if held_out else names[0]].write(line)
+                        kill_point("export.row")
                     row += len(texts)
             exported.update({name: writer.summary() for name, writer in writers.items()})
         manifest = dataclasses.replace(manifest, splits=exported)

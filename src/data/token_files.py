@@ -80,7 +80,7 @@ def verify_token_files(token_dir: Path, manifest: TokenManifest, record: Path | 
         known[key], changed = stamp, True
     if changed:
         with contextlib.suppress(OSError):  # only a cache: the next run hashes again
-            write_text_atomic(record, json.dumps(known, indent=1, sort_keys=True))
+            write_text_atomic(record, json.dumps(known, indent=1, sort_keys=True), shared=True)
 
 
 def check_size(path: Path, expected: int) -> None:

@@ -34,6 +34,7 @@ from src.data.tokenizer_setup import (
 )
 from src.errors import PipelineError
 from src.paths import display_path, resolve_path
+from src.utils.faults import kill_point
 from src.utils.files import atomic_directory, sha256_file
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def encode_split(
             progress.update(count)
             rate = tokens / max(time.perf_counter() - started, 1e-9)
             progress.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+            kill_point("tokenize.chunk-written")
 
         for chunk in iter_document_chunks(jsonl, chunk_bytes):
             pending.append((len(chunk), pool.submit(encode, chunk)))
@@ -210,6 +212,7 @@ def tokenize_from_params(params: Params) -> Path:
         train = export.splits["train"]
         log.info("training a byte-level BPE (vocabulary %d) on %s", config.vocab_size, train.file)
         tokenizer = train_bpe(iter_documents(export_dir / train.file), config, train.rows)
+        kill_point("tokenize.tokenizer-trained")
         kind, eos_token = "byte-level BPE trained on the train split", config.eos_token
         settings = {
             "vocab_size": config.vocab_size,

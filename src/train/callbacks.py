@@ -19,6 +19,7 @@ from src.models.flops import device_peak_tflops, utilization
 from src.models.metrics import perplexity
 from src.train.checkpoints import CheckpointState, restore_rng_states
 from src.train.history import History, tracked_train_metrics
+from src.utils.faults import kill_point
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class StepRecorder(L.Callback):
             if speed:  # MFU where the peak is known, else the achieved model TFLOP/s
                 name = "mfu" if "mfu" in speed else "tflops"
                 module.log(name, speed[name], prog_bar=True, on_step=True, on_epoch=False)
+        kill_point(f"train.after-step-{step}")
 
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.record(trainer)

@@ -25,6 +25,7 @@ from src.train.backends import Backend
 from src.train.outputs import write_outputs
 from src.train.run_inputs import RunInputs, prepare_run_inputs
 from src.train.tracking import RunTracker, dvc_experiment_name, run_tags, tracking_uri
+from src.utils.faults import kill_point
 from src.utils.logging_setup import adopt_library_loggers
 from src.utils.redact import redact_uri
 
@@ -44,6 +45,7 @@ def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
 
     def run() -> dict[str, float]:
         outcome = backend.train(inputs, tracker)
+        kill_point("train.trained")
         write_outputs(params, root, outcome, inputs.tokenizer, tracker)
         backend.prune(inputs)  # only now: a failed or killed run never costs another one's checkpoints
         return outcome.metrics
@@ -97,7 +99,6 @@ def open_run(params: Params, root: Path, inputs: RunInputs) -> RunTracker:
             for metrics, step in resumed.history.tracked():
                 tracker.log_metrics(metrics, step)
             tracker.flush()
-    tracker.claim()
     for orphan in tracker.end_orphans():
         log.info("MLflow run %s was left RUNNING by a training that no longer runs: marked KILLED", orphan)
     log.info("MLflow run %s in %s", tracker.run_id, redact_uri(tracker.client.tracking_uri))

@@ -28,6 +28,7 @@ from src.train.reporting import bits_per_byte, unigram_perplexity
 from src.train.run_inputs import RunInputs
 from src.train.tracking import RunTracker
 from src.train.trainer_settings import progress_bar, trainer_settings
+from src.utils.faults import kill_point
 
 #: Saves one checkpoint: (trainer, step, state). Every rank calls it; only rank 0 has a state.
 Persist = Callable[[L.Trainer, int, "CheckpointState | None"], None]
@@ -110,6 +111,7 @@ def train_on_rank(
                 mlflow_run_id=tracker.run_id if tracker else None,
             )
         placement.persist(trainer, step, state)
+        kill_point("train.checkpoint-persisted")
         if tracker:
             # MLflow gets the steps once the checkpoint holds them: a resumed run never logs one twice
             # (and logs any that a kill between the two left out, see RunTracker.log_missing).

@@ -17,6 +17,7 @@ from src.paths import resolve_path
 from src.train.loop import Outcome
 from src.train.reporting import generate_samples, write_metrics, write_plots
 from src.train.tracking import RunTracker
+from src.utils.faults import kill_point
 from src.utils.files import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
     # Either way the run's latest values equal metrics.json.
     summary = {k: metrics[k] for k in SUMMARY_METRICS if math.isfinite(metrics.get(k, math.nan))}
     tracker.log_metrics(summary, 0, flush=True)
+    kill_point("mlflow.summary-logged")
     (root / "tmp").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root / "tmp") as scratch:
         sample_file = Path(scratch) / "samples.txt"
@@ -60,6 +62,7 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
         tracker.log_artifact(sample_file)
     tracker.log_artifacts(plots_dir, "plots")
     model_uri = tracker.log_model(model, tokenizer, params.train.sample_prompt, params.mlflow.register_model)
+    kill_point("mlflow.model-logged")
     log.info("logged model %s%s", model_uri, _registered(params.mlflow.register_model))
     log.info(
         "val perplexity %.1f, %.3f bits per byte (unigram baseline %.1f, %.3f), %s tokens at %.0f tokens/s "

@@ -32,6 +32,7 @@ from src.config import MlflowConfig
 from src.data.manifests import MANIFEST, TokenManifest
 from src.errors import PipelineError
 from src.paths import PROJECT_ROOT, display_path, workspace_root
+from src.utils.faults import kill_point
 from src.utils.redact import redact_uri
 
 _SQLITE = "sqlite:///"
@@ -116,8 +117,11 @@ class RunTracker:
 
         self.run_id = run_id
         self._pending: list = []
+        self._held: set[tuple[str, int]] = set()
+        """The (metric, step) pairs the run already holds when this tracker takes it over."""
         if run_id is not None:
             self.client = MlflowClient(tracking_uri=uri)
+            self._held = self._logged_pairs()
             return
         with _store_lock(uri):
             # Opening a SQLite store creates and migrates its tables: parallel runs must not race there.
@@ -160,14 +164,18 @@ class RunTracker:
         """Record which process of which machine runs the training (see :meth:`end_orphans`)."""
         from mlflow.entities import RunTag
 
-        owner = [RunTag(HOST_TAG, socket.gethostname()), RunTag(PID_TAG, str(os.getpid()))]
-        self.client.log_batch(self.run_id, tags=owner)
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in owner_tags().items()])
 
     def start(self, run_name: str | None, tags: Mapping[str, str], params: Mapping[str, str]) -> str:
+        """Create the run, owned by this process from its first instant (a run killed before it
+        recorded its owner would stay RUNNING for ever), and log every param and tag."""
         from mlflow.entities import Param, RunTag
 
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+        run = self.client.create_run(
+            self.experiment_id, run_name=run_name, tags={**owner_tags(), **dict(tags)}
+        )
         self.run_id = run.info.run_id
+        kill_point("mlflow.run-created")
         items = [Param(k, redact_uri(v)) for k, v in params.items()]  # no password in a param
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
@@ -190,32 +198,43 @@ class RunTracker:
             return False
         if info.lifecycle_stage != "active" or info.status == "FINISHED":
             return False
+        self.run_id = run_id
+        self.claim()  # before it is RUNNING again, so a kill in between leaves it to end_orphans
         self.client.update_run(run_id, status="RUNNING", name=run_name or None)
         if run_name:
             self.client.log_batch(run_id, tags=[RunTag(EXP_NAME_TAG, run_name)])
-        self.run_id = run_id
+        self._held = self._logged_pairs()
         return True
+
+    def _logged_pairs(self) -> set[tuple[str, int]]:
+        """Every (metric, step) the run holds."""
+        keys = self.client.get_run(self.run_id).data.metrics
+        return {
+            (key, metric.step) for key in keys for metric in self.client.get_metric_history(self.run_id, key)
+        }
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, *, flush: bool = False) -> None:
         """Queue metrics for the run; they are sent by :meth:`flush`.
 
-        Training flushes when it writes a checkpoint (and at the end), so after a kill MLflow
-        holds exactly the steps the checkpoint holds, and the resumed run logs each step once.
+        Training flushes when it writes a checkpoint, so after a kill MLflow holds the steps the
+        checkpoint holds. A kill later in the run (after the final flush, while the outputs are
+        written) leaves MLflow ahead of the newest checkpoint, and the resumed run computes those
+        steps again, to the same values: a (metric, step) the run already held when this tracker
+        took it over is not sent twice, so MLflow keeps each once, as in an uninterrupted run.
         """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        self._pending.extend(
+            Metric(k, float(v), now, step) for k, v in metrics.items() if (k, step) not in self._held
+        )
         if flush:
             self.flush()
 
-    def log_missing(self, rows: list[tuple[dict[str, float], int]], watermark: str = "train_loss") -> None:
-        """Log the (metrics, step) rows past the last step the run has of ``watermark``."""
-        logged = [metric.step for metric in self.client.get_metric_history(self.run_id, watermark)]
-        last = max(logged, default=-1)
+    def log_missing(self, rows: list[tuple[dict[str, float], int]]) -> None:
+        """Log the (metrics, step) rows the run does not hold yet (a checkpoint's history, on resume)."""
         for metrics, step in rows:
-            if step > last:
-                self.log_metrics(metrics, step)
+            self.log_metrics(metrics, step)
         self.flush()
 
     def flush(self) -> None:
@@ -240,27 +259,44 @@ class RunTracker:
     def log_model(self, model: Any, tokenizer: Any, input_example: str, registered_name: str | None) -> str:
         """Log a ``transformers`` model as the run's MLflow model (and register a version); its URI.
 
-        The fluent API is the only way to log a model, so the run is made active for this
-        call alone, in the run's own store.
+        Only the fluent API logs a model; it is pointed at the run's store for this call alone and
+        given the run, and a model entry made here in the run's experiment, by id. (Making the run
+        active instead would end it, FINISHED, on leaving the block, before the outputs are
+        complete: a kill then would leave a finished run that the resumed training cannot continue.)
+        A model that an interrupted attempt of this run logged is deleted first: the run keeps one.
         """
         import mlflow
         import mlflow.transformers
 
+        run = self.client.get_run(self.run_id)
+        experiment_id = run.info.experiment_id
+        earlier = self.client.search_logged_models(
+            [experiment_id], filter_string=f"source_run_id = '{self.run_id}'"
+        )
+        for logged in earlier:
+            self.client.delete_logged_model(logged.model_id)
+        source = {
+            k: v for k, v in run.data.tags.items() if k.startswith("mlflow.source.") or k == "mlflow.user"
+        }
+        entry = self.client.create_logged_model(
+            experiment_id, name="model", source_run_id=self.run_id, tags=source, params=run.data.params
+        )
         previous = mlflow.get_tracking_uri()
         chatty = logging.getLogger("mlflow.transformers")  # no model card or license offline: expected
         level = chatty.level
         mlflow.set_tracking_uri(self.client.tracking_uri)
         chatty.setLevel(logging.ERROR)
         try:
-            with mlflow.start_run(run_id=self.run_id):
-                info = mlflow.transformers.log_model(
-                    {"model": model, "tokenizer": tokenizer},
-                    name="model",
-                    task="text-generation",
-                    input_example=input_example,
-                    registered_model_name=registered_name or None,
-                    pip_requirements=_pinned(("torch", "transformers", "tokenizers")),
-                )
+            info = mlflow.transformers.log_model(
+                {"model": model, "tokenizer": tokenizer},
+                name="model",
+                task="text-generation",
+                input_example=input_example,
+                registered_model_name=registered_name or None,
+                pip_requirements=_pinned(("torch", "transformers", "tokenizers")),
+                run_id=self.run_id,
+                model_id=entry.model_id,
+            )
         finally:
             chatty.setLevel(level)
             mlflow.set_tracking_uri(previous)
@@ -274,11 +310,17 @@ class RunTracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.flush()
+        kill_point("mlflow.run-ending")
         self.client.set_terminated(self.run_id, status=status)
 
 
 EXP_NAME_TAG = "dvc.exp_name"
 HOST_TAG, PID_TAG = "lmpipe.host", "lmpipe.pid"
+
+
+def owner_tags() -> dict[str, str]:
+    """The machine and process that run the training: a run whose process is gone is an orphan."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
 
 def _process_alive(pid: int) -> bool:

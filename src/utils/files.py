@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from src.utils.faults import kill_point
+
 _CHUNK = 1 << 20
 
 
@@ -35,22 +37,30 @@ def canonical_json(data: Any) -> str:
 
 
 @contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """Yield a binary handle on a temporary file that replaces ``path`` only if the block succeeds."""
+def atomic_file(path: Path, *, shared: bool = False) -> Iterator[BinaryIO]:
+    """Yield a binary handle on a temporary file that replaces ``path`` only if the block succeeds.
+
+    Staging copies a killed writer left beside ``path`` are removed first (:func:`remove_leftovers`),
+    unless the file is ``shared``: written by several processes at once (a cache), another
+    writer's staging copy may be in use.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not shared:
+        remove_leftovers(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
+        kill_point(f"files.file-staged.{path.name}")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str, *, shared: bool = False) -> None:
     """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` via a temporary file and a rename."""
-    with atomic_file(path) as handle:
+    with atomic_file(path, shared=shared) as handle:
         handle.write(text.encode("utf-8"))
 
 
@@ -82,13 +92,16 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     staging.chmod(0o755)  # mkdtemp makes it private; outputs are meant to be shared
     try:
         yield staging
+        kill_point(f"files.dir-staged.{target.name}")
         if target.exists():
             retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
             os.replace(target, retired / target.name)
+            kill_point(f"files.dir-retired.{target.name}")
             os.replace(staging, target)
             shutil.rmtree(retired)
         else:
             os.replace(staging, target)
+        kill_point(f"files.dir-swapped.{target.name}")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

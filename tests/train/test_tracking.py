@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,3 +44,70 @@ def test_a_password_in_the_tracking_uri_is_not_stored_as_a_param(tmp_path: Path)
     tracker.start(None, {}, {"mlflow.tracking_uri": "http://bob:hunter2@127.0.0.1:5000", "train.lr": "0.003"})
     params = tracker.client.get_run(tracker.run_id).data.params
     assert params == {"mlflow.tracking_uri": "http://bob:***@127.0.0.1:5000", "train.lr": "0.003"}
+
+
+def test_a_run_killed_as_it_is_created_is_still_found_as_an_orphan(python_runner, tmp_path: Path) -> None:
+    """The owner tags come with the run itself: a kill right after creating it cannot leave a
+    RUNNING run that no later training would recognise as an orphan."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start = (
+        f"from src.train.tracking import RunTracker\nRunTracker({uri!r}, 'lmpipe').start(None, {{}}, {{}})"
+    )
+    killed = python_runner("-c", start, env={"LMPIPE_KILL_AT": "mlflow.run-created"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    current = RunTracker(uri, "lmpipe")
+    current.start("current", {}, {})
+    (orphan,) = [
+        r for r in current.client.search_runs([current.experiment_id]) if r.info.run_name != "current"
+    ]
+    assert orphan.info.status == "RUNNING"
+    assert current.end_orphans() == [orphan.info.run_id]
+
+
+def test_a_continued_run_keeps_each_metric_step_once(tmp_path: Path) -> None:
+    """A run killed after MLflow got steps its newest checkpoint does not hold computes them again
+    when it resumes: MLflow keeps the first of each, whoever logs the repeat (driver or Ray worker)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = RunTracker(uri, "lmpipe")
+    run_id = first.start(None, {}, {})
+    for step in (1, 2, 3):
+        first.log_metrics({"train_loss": 1 / step}, step)
+    first.log_metrics({"steps": 5}, 0, flush=True)
+
+    resumed = RunTracker(uri, "lmpipe")
+    assert resumed.reattach(run_id, None)
+    for step in (2, 3, 4):
+        resumed.log_metrics({"train_loss": 1 / step}, step)
+    resumed.log_metrics({"steps": 5}, 0, flush=True)
+    worker = RunTracker(uri, None, run_id=run_id)
+    for step in (4, 5):
+        worker.log_metrics({"train_loss": 1 / step}, step)
+    worker.flush()
+
+    history = {
+        key: [(m.step, m.value) for m in first.client.get_metric_history(run_id, key)]
+        for key in ("train_loss", "steps")
+    }
+    assert {key: sorted(rows) for key, rows in history.items()} == {
+        "train_loss": [(step, 1 / step) for step in (1, 2, 3, 4, 5)],
+        "steps": [(0, 5.0)],
+    }
+
+
+def test_logging_the_model_leaves_the_run_running_with_one_model(token_dir: Path, tmp_path: Path) -> None:
+    """The outputs come before the run ends: logging the model must not end it (a kill after it would
+    leave a FINISHED run that cannot be continued), and a resumed attempt replaces the model."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(token_dir / "tokenizer")
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    model = GPT2LMHeadModel(config)
+    tracker = RunTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "lmpipe")
+    run_id = tracker.start(None, {}, {})
+    for _ in range(2):  # the second time as a resumed attempt of the same run would
+        tracker.log_model(model, tokenizer, "In the beginning", None)
+        assert tracker.client.get_run(run_id).info.status == "RUNNING"
+    models = tracker.client.search_logged_models(
+        [tracker.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
+    assert len(models) == 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from src.utils.files import atomic_directory, canonical_json, write_text_atomic
+from src.utils.files import atomic_directory, atomic_file, canonical_json, write_text_atomic
 
 
 def test_failed_write_keeps_previous_directory(tmp_path: Path) -> None:
@@ -46,3 +46,23 @@ def test_a_new_write_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
         (staging / "train.jsonl").write_text("whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".kjv2.zzz.tmp", "kjv"]
     assert (target / "train.jsonl").read_text() == "whole"
+
+
+def test_a_new_file_write_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
+    """A checkpoint, metrics.json or plot killed half-written leaves a staging file; the next write
+    of the same file removes it (and only its own)."""
+    target = tmp_path / "step-000000010.ckpt"
+    (tmp_path / ".step-000000010.ckpt.abc123.tmp").write_bytes(b"half")
+    (tmp_path / ".step-000000020.ckpt.def456.tmp").write_bytes(b"another file's")
+    with atomic_file(target) as handle:
+        handle.write(b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".step-000000020.ckpt.def456.tmp", target.name]
+    assert target.read_bytes() == b"whole"
+
+
+def test_a_shared_file_leaves_other_writers_staging_alone(tmp_path: Path) -> None:
+    """Several processes may write a shared cache at once: another's staging file may be in use."""
+    target = tmp_path / "verified_tokens.json"
+    (tmp_path / ".verified_tokens.json.abc123.tmp").write_text("another writer's")
+    write_text_atomic(target, "{}", shared=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".verified_tokens.json.abc123.tmp", target.name]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -75,6 +76,11 @@ def storage_location(params: Params, root: Path) -> str:
 #: One Ray run per configuration, ``train-<settings hash>``: Ray resumes a run of the same name.
 RAY_PREFIX = "train-"
 
+#: Ray's record of the checkpoints it registered, in the run's folder.
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+_CHECKPOINT_DIR = re.compile(r"checkpoint_\d+")
+
 
 def run_name(fingerprint: str) -> str:
     """One Ray run per set of settings: Ray resumes a run of the same name from its newest checkpoint."""
@@ -119,6 +125,8 @@ class RayBackend:
         current = configuration_folder(base, inputs.fingerprint, RAY_PREFIX)
         for path in prune_configurations(base, current, self.params.train.keep_configurations, RAY_PREFIX):
             log.info("removed the Ray checkpoints %s (train.keep_configurations)", display_path(path))
+        for path in prune_unregistered(current, self.params.train.keep_checkpoints):
+            log.info("removed %s (train.keep_checkpoints)", display_path(path))
 
     def train(self, inputs: RunInputs, tracker: RunTracker) -> Outcome:
         with ray_cluster(self.params.ray, self.root):
@@ -167,6 +175,24 @@ class RayBackend:
         except (TrainingFailedError, ray.exceptions.RayActorError) as error:
             raise PipelineError(f"ray: training failed: {failure_line(error)} (worker logs above)") from None
         return result.return_value
+
+
+def prune_unregistered(folder: Path, keep: int) -> list[Path]:
+    """After a finished run: keep the newest ``keep`` checkpoints of a configuration's Ray run folder.
+
+    Ray prunes only the checkpoints it registered. A run stopped right after a checkpoint was
+    copied to storage, before Ray recorded it, leaves that checkpoint behind for good, beside the
+    newer ones of the run that resumed. Older checkpoints than the newest ``keep`` go, unless
+    Ray's own record still names them (Ray refuses to start a run whose recorded checkpoints
+    are missing).
+    """
+    found = sorted(p for p in folder.glob("checkpoint_*") if p.is_dir() and _CHECKPOINT_DIR.fullmatch(p.name))
+    snapshot = folder / RAY_SNAPSHOT
+    recorded = snapshot.read_text(encoding="utf-8") if snapshot.is_file() else ""
+    stale = [path for path in found[: max(len(found) - keep, 0)] if f'"{path.name}"' not in recorded]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def failure_line(error: BaseException) -> str:

@@ -15,7 +15,14 @@ from src.config import load_params
 from src.errors import ConfigError
 from src.paths import PROJECT_ROOT
 from src.train.backends.ray_cluster import short_temp_dir
-from src.train.backends.ray_train import check_strategy, failure_line, run_name, storage_location
+from src.train.backends.ray_train import (
+    RAY_SNAPSHOT,
+    check_strategy,
+    failure_line,
+    prune_unregistered,
+    run_name,
+    storage_location,
+)
 from src.train.fit import fit
 
 #: The 2-worker loss of a global batch equals the one-process loss up to float rounding
@@ -87,8 +94,8 @@ def test_two_workers_interrupted_and_resumed_match_one_process_and_leave_nothing
     assert [step for step, _ in metric_history(uri, run.info.run_id)] == list(range(1, 61))  # once each
     assert run.data.metrics["val_loss"] == pytest.approx(metrics["val_loss"])
     checkpoints = sorted(storage.glob("train-*/checkpoint_0*"))
-    # Ray keeps 2 per Ray run; the interrupted run's step-20 checkpoint may stay beside the new ones.
-    assert [p.name for p in checkpoints][-2:] == ["checkpoint_000000040", "checkpoint_000000060"]
+    # train.keep_checkpoints (2) per configuration, across the interrupted and the resumed Ray run.
+    assert [p.name for p in checkpoints] == ["checkpoint_000000040", "checkpoint_000000060"]
     assert ray_processes(PROJECT_ROOT) == []
     assert not list(Path.home().glob(".ray/auth_token*"))
 
@@ -106,6 +113,27 @@ def test_a_strategy_without_its_package_is_one_clear_line(make_params, train_com
     bad = make_params(tmp_path / "unknown", ray={"strategy": "horovod"})
     with pytest.raises(ConfigError, match=r"ray.strategy: expected one of 'ddp', 'fsdp', 'deepspeed'"):
         load_params(bad)
+
+
+def test_a_finished_run_keeps_its_newest_checkpoints_and_those_ray_records(tmp_path: Path) -> None:
+    """Ray prunes only what it registered: a checkpoint an interrupted run uploaded just before it was
+    stopped stays beside the resumed run's; the project removes it, never one Ray's record names
+    (Ray would refuse to start the next run of the configuration without it)."""
+    for step in (10, 20, 40, 60):
+        (tmp_path / f"checkpoint_{step:09d}").mkdir()
+    (tmp_path / "checkpoint_000000060" / "state.ckpt").write_bytes(b"state")
+    (tmp_path / RAY_SNAPSHOT).write_text(
+        json.dumps({"checkpoint_results": [{"checkpoint_dir_name": "checkpoint_000000010"}]})
+    )
+    removed = prune_unregistered(tmp_path, keep=2)
+    assert [p.name for p in removed] == ["checkpoint_000000020"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint_000000010",
+        "checkpoint_000000040",
+        "checkpoint_000000060",
+        RAY_SNAPSHOT,
+    ]
+    assert prune_unregistered(tmp_path / "missing", keep=2) == []
 
 
 def test_storage_defaults_to_the_checkpoint_dir(tiny_params) -> None:

@@ -1,0 +1,33 @@
+"""Kill points: inert unless ``LMPIPE_KILL_AT`` names them, then a SIGKILL at exactly that hit."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+#: Passes a kill point five times, printing how many times it got through.
+LOOP = """
+from src.utils.faults import kill_point
+for passed in range(5):
+    kill_point("loop")
+    print(passed + 1, flush=True)
+"""
+
+
+@pytest.mark.parametrize("wanted", [None, "", "other", "loop:9", "looping"])
+def test_a_kill_point_not_named_does_nothing(wanted: str | None, python_runner) -> None:
+    result = python_runner("-c", LOOP, env=None if wanted is None else {"LMPIPE_KILL_AT": wanted})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "2", "3", "4", "5"]
+    assert "kill point" not in result.stderr
+
+
+@pytest.mark.parametrize(("wanted", "passed"), [("loop", []), ("loop:1", []), ("loop:3", ["1", "2"])])
+def test_the_named_point_kills_its_process_at_the_named_hit(
+    wanted: str, passed: list[str], python_runner
+) -> None:
+    result = python_runner("-c", LOOP, env={"LMPIPE_KILL_AT": wanted})
+    assert result.returncode == -signal.SIGKILL
+    assert result.stdout.split() == passed
+    assert result.stderr.strip() == f"kill point {wanted}: SIGKILL"
