@@ -100,6 +100,8 @@ class ExportSource:
     """SHA-256 of every local source file and cached download, keyed as ``params.yaml`` names them."""
     rows: dict[str, int]
     """Rows per split of the source, before blank rows are dropped and validation is held out."""
+    encoding: str | None = None
+    """The source files' text encoding when it is not UTF-8 (``download.datasets.<name>.encoding``)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,14 @@ class ExportManifest(_Manifest):
     format: str = EXPORT_FORMAT
 
     _format: ClassVar[FormatCheck] = FormatCheck("download", "format", EXPORT_FORMAT)
+
+    def to_json(self) -> str:
+        """As every manifest, less an unset ``source.encoding``: an export of UTF-8 sources keeps
+        the bytes (and so the DVC hash) it had before the setting existed."""
+        data = dataclasses.asdict(self)
+        if data["source"]["encoding"] is None:
+            del data["source"]["encoding"]
+        return canonical_json(data)
 
 
 @dataclass(frozen=True)

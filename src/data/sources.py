@@ -13,6 +13,7 @@ Hugging Face cache rules apply to each:
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ from src.utils.hub import hub_endpoint
 
 PACKAGE_SCHEME = "package://"
 _URL_SCHEMES = ("http://", "https://")
+
+#: Builders that read text files, and so take an ``encoding``.
+TEXT_BUILDERS = ("text", "json", "csv")
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,13 @@ def packaged_builders() -> frozenset[str]:
 def resolve_source(key: str, spec: DatasetSpec, root: Path = PROJECT_ROOT) -> ResolvedSource:
     """Resolve ``spec`` (found at params key ``key``) into concrete ``load_dataset`` arguments."""
     load_args: dict[str, Any] = {"path": spec.path, "name": spec.name}
+    if spec.encoding is not None:
+        if spec.path not in TEXT_BUILDERS:
+            raise ConfigError(
+                f"{key}.encoding: applies to the {', '.join(TEXT_BUILDERS)} builders only, "
+                f"not {spec.path!r}; remove it"
+            )
+        load_args["encoding"] = spec.encoding  # only when set: the default keeps the cache's fingerprint
     if spec.path in packaged_builders():
         if spec.data_files is None:
             raise ConfigError(
@@ -106,9 +118,54 @@ def _resolve_local_file(key: str, entry: str, root: Path) -> Path:
         path = Path(next(iter(spec.submodule_search_locations))) / relative
     else:
         path = resolve_path(entry, root)
+    if path.is_dir():
+        raise ConfigError(f"{key}: {entry!r} is a folder, expected a file; list the files it holds")
     if not path.is_file():
         raise ConfigError(f"{key}: file {entry!r} not found; fix the path (relative to the project root)")
     return path
+
+
+def check_source_files(key: str, spec: DatasetSpec, source: ResolvedSource) -> None:
+    """Refuse local source files that cannot give documents, before the loader reads them.
+
+    The loaders fail on these deep inside (an empty JSON file is a bare ``StopIteration``;
+    undecodable bytes either fail without a file name or, in the JSON reader, pass into the
+    cache and fail later), so they are checked here, naming the file and the line.
+    """
+    for entry, path in source.local_files.items():
+        if path.stat().st_size == 0:
+            raise ConfigError(f"{key}.data_files: {entry!r} is empty; give a file with at least one document")
+        if reads_as_utf8(spec):
+            check_utf8(f"{key}.data_files", entry, path, encoding_key=f"{key}.encoding")
+
+
+def reads_as_utf8(spec: DatasetSpec) -> bool:
+    """Whether the source files are text the loader decodes as UTF-8 (and so can be checked here)."""
+    return spec.path in TEXT_BUILDERS and codecs.lookup(spec.encoding or "utf-8").name == "utf-8"
+
+
+def check_utf8(key: str, entry: str, path: Path, *, encoding_key: str) -> None:
+    """Refuse a file that is not UTF-8, naming the line of the first bad byte (read in chunks)."""
+    lines, carry = 1, b""
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(_CHUNK)
+            data, final = carry + chunk, not chunk
+            try:
+                data.decode("utf-8")
+                carry = b""
+            except UnicodeDecodeError as error:
+                incomplete = error.reason == "unexpected end of data" and error.end == len(data)
+                if final or not incomplete:
+                    line = lines + data.count(b"\n", 0, error.start)
+                    raise ConfigError(
+                        f"{key}: {entry!r} is not UTF-8 text (line {line}: byte 0x{data[error.start]:02x}); "
+                        f"save it as UTF-8, or set {encoding_key} to its encoding (e.g. latin-1)"
+                    ) from None
+                carry, data = data[error.start :], data[: error.start]  # a character cut by the chunk
+            if final:
+                return
+            lines += data.count(b"\n")
 
 
 def hub_unreachable_error(key: str, spec: DatasetSpec) -> PipelineError:

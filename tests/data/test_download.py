@@ -186,3 +186,42 @@ def test_download_all_fetches_every_listed_dataset_or_the_named_ones(
         ConfigError, match=r"^download.datasets.third: no such dataset; choose one of: first, second$"
     ):
         download_all(params, tmp_path / "none", names=["third"])
+
+
+def test_a_source_in_another_encoding_needs_its_encoding(tmp_path: Path) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_bytes("plain line\ncafé au lait\nnaïve\nlast line\n".encode("latin-1"))
+    with pytest.raises(
+        ConfigError,
+        match=r"^download.datasets.notes.data_files: '.*notes.txt' is not UTF-8 text \(line 2: byte 0xe9\); "
+        r"save it as UTF-8, or set download.datasets.notes.encoding to its encoding",
+    ):
+        download_dataset("notes", spec(path="text", data_files=str(source)), tmp_path / "cache")
+    given = spec(path="text", data_files=str(source), encoding="latin-1", validation_fraction=0.25)
+    export = download_dataset("notes", given, tmp_path / "cache")
+    texts = read_texts(export / "train.jsonl") + read_texts(export / "validation.jsonl")
+    assert sorted(texts) == sorted(["plain line", "café au lait", "naïve", "last line"])  # UTF-8 now
+    assert read_manifest(export).source.encoding == "latin-1"
+
+
+def test_an_export_of_utf8_sources_keeps_its_bytes(tmp_path: Path, kjv: DatasetSpec) -> None:
+    """No ``encoding`` key when it is unset: the export's bytes, and its DVC hash, stay as they were."""
+    export = download_dataset("kjv", kjv, tmp_path)
+    assert "encoding" not in json.loads((export / "manifest.json").read_text())["source"]
+
+
+def test_a_split_left_without_documents_is_refused_and_the_last_export_kept(
+    folder_bytes, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"verse {i}"}) + "\n" for i in range(10)))
+    export = download_dataset("small", spec(path="json", data_files=str(corpus)), tmp_path / "cache")
+    good = folder_bytes(export)
+    corpus.write_text(json.dumps({"text": "the only verse"}) + "\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"^download.datasets.small.validation_fraction: 0.02 of the 1 training rows leaves the "
+        r"validation split without a document",
+    ):
+        download_dataset("small", spec(path="json", data_files=str(corpus)), tmp_path / "cache")
+    assert folder_bytes(export) == good
