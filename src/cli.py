@@ -18,6 +18,7 @@ from src.config import Params, load_params
 from src.errors import PipelineError
 from src.paths import display_path, resolve_path, workspace_root
 from src.utils.environment import configure_environment
+from src.utils.files import check_writable
 from src.utils.logging_setup import setup_logging
 
 EXIT_USER_ERROR = 2
@@ -27,10 +28,24 @@ log = logging.getLogger(__name__)
 
 
 def start_process(
-    params: Params, log_dir: str | Path | None = None, *, prefix: str = "app", numbered: bool = False
+    params: Params,
+    log_dir: str | Path | None = None,
+    *,
+    prefix: str = "app",
+    numbered: bool = False,
+    log_key: str = "--log-dir",
 ) -> Path:
-    """Keep the libraries' caches in the project and start the run's log file; returns its path."""
+    """Keep the libraries' caches in the project and start the run's log file; returns its path.
+
+    The log folder is checked first (one line if it cannot be written): ``log_key`` is what set
+    ``log_dir`` (a flag or a params key); without ``log_dir`` it is ``logs/`` in the user's checkout.
+    """
     configure_environment(model_cache=resolve_path(params.paths.model_cache, workspace_root()))
+    folder = resolve_path(log_dir) if log_dir is not None else workspace_root() / "logs"
+    if log_dir is None:
+        check_writable("logs", folder, kind="folder", into=True, fix="make the checkout writable")
+    else:
+        check_writable(log_key, folder, kind="folder", into=True)
     log_file = setup_logging(log_dir, prefix=prefix, numbered=numbered)
     log.info("logging to %s", display_path(log_file))
     return log_file

@@ -263,6 +263,9 @@ class TrainConfig:
             )
         if self.warmup_steps >= self.max_steps:
             raise FieldError("warmup_steps", f"must be below train.max_steps ({self.max_steps})")
+        if not self.sample_prompt:
+            # Known now, not after training: the sample is generated at the very end.
+            raise FieldError("sample_prompt", "must not be empty (the sample continues it); give a few words")
 
 
 @dataclass(frozen=True)
@@ -353,14 +356,27 @@ def parse_params(data: Any) -> Params:
     return build(Params, data, "")
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read and validate a params file; any problem is one :class:`ConfigError` line."""
-    path = resolve_path(path)
+def load_params(path: str | Path | None = None) -> Params:
+    """Read and validate a params file (default :data:`PARAMS_FILE`); any problem is one
+    :class:`ConfigError` line."""
+    path = resolve_path(PARAMS_FILE if path is None else path)
     shown = display_path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{shown}: file not found; run from the project root or pass --params") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{shown}: is a folder, expected the params file; pass --params <file>") from None
+    except OSError as error:
+        raise ConfigError(f"{shown}: cannot read it ({error.strerror}); make it readable") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            f"{shown} (line {line}): byte 0x{raw[error.start]:02x} is not UTF-8; save the file as UTF-8 "
+            "(DVC reads it as UTF-8 too)"
+        ) from None
     try:
         data = load_yaml(text)
     except yaml.YAMLError as error:

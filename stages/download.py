@@ -16,7 +16,7 @@ def main() -> None:
     parser.add_argument("dataset", help="a name from params.yaml download.datasets")
     dataset = parser.parse_args().dataset
     params = load_params()
-    start_process(params, params.paths.log_dir, prefix=LOG_PREFIX, numbered=True)
+    start_process(params, params.paths.log_dir, prefix=LOG_PREFIX, numbered=True, log_key="paths.log_dir")
     download_all(params, names=[dataset])
 
 

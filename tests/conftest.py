@@ -628,6 +628,36 @@ def reproduced_project(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamesp
     return SimpleNamespace(path=path, first_run=first_run)
 
 
+@pytest.fixture(scope="session")
+def trained_project(
+    make_params, tiny_data: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The tiny project after download, tokenize and one finished training, read-only.
+
+    ``params.yaml`` points every path into the folder (absolute paths, the corpus copied in as
+    ``corpus.jsonl``); it holds the export, the tokens, the model, metrics, plots and the
+    checkpoints of its configuration, but no MLflow store, logs or scratch files. Tests that
+    break it work on a copy whose params point into the copy (``tests/test_bad_inputs.py``).
+    """
+    from src.config import load_params
+    from src.train.fit import fit
+
+    root = tmp_path_factory.mktemp("trained") / "project"
+    params_file = make_params(root, data="copy")
+    params = yaml.safe_load(params_file.read_text())
+    shutil.copy(tiny_data.corpus, root / "corpus.jsonl")
+    params["download"]["datasets"]["kjv"]["data_files"] = str(root / "corpus.jsonl")
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    fit(load_params(params_file), root=root)
+    for name in (*_STORE, "tmp", "logs"):
+        target = root / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+    return share_read_only(root)
+
+
 @pytest.fixture
 def dvc_project(reproduced_project: SimpleNamespace, tmp_path: Path) -> Path:
     """A private copy of the reproduced project (git, DVC cache, outputs), without an MLflow store."""

@@ -143,3 +143,18 @@ def test_params_read_like_dvc_reads_them(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(text.replace("use_ray: false", "use_ray: yes"))
     with pytest.raises(ConfigError, match=r"^ray.use_ray: expected true or false, got 'yes'$"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_a_params_file_that_is_a_folder_or_not_utf8_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"folder.yaml: is a folder, expected the params file"):
+        load_params(tmp_path / "folder.yaml")
+    (tmp_path / "latin1.yaml").write_bytes("train:\n  sample_prompt: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml \(line 2\): byte 0xe9 is not UTF-8; save the file"):
+        load_params(tmp_path / "latin1.yaml")
+
+
+def test_settings_that_would_fail_only_at_the_end_are_refused_now() -> None:
+    assert error_of(with_value("train.sample_prompt", "")).startswith(
+        "train.sample_prompt: must not be empty"
+    )

@@ -37,7 +37,7 @@ def entry_of(stage: dict) -> str:
     return module.group(1).replace(".", "/") + ".py"
 
 
-@pytest.mark.parametrize("name", ["download", "download_local", "tokenize", "train"])
+@pytest.mark.parametrize("name", ["check_params", "download", "download_local", "tokenize", "train"])
 def test_stage_code_deps_are_its_import_closure(name: str) -> None:
     stage = stage_definitions()[name]
     derived = code_dependencies(entry_of(stage))

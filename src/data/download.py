@@ -16,20 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from src.config import DatasetSpec, Params
-from src.data.download_cache import drop_corrupted_downloads, record_downloads
+from src.data.download_cache import drop_corrupted_downloads, find_cached_download, record_downloads
 from src.data.manifests import ExportManifest, ExportSource
-from src.data.raw_export import plan_splits, write_export
+from src.data.raw_export import VALIDATION, EmptySplitError, plan_splits, write_export
 from src.data.source_files import BadLine, find_unreadable_line
 from src.data.sources import (
     PACKAGE_SCHEME,
+    TEXT_BUILDERS,
     ResolvedSource,
+    check_source_files,
     hub_unreachable_error,
     packaged_builders,
     resolve_source,
 )
 from src.errors import ConfigError, PipelineError
 from src.paths import display_path
-from src.utils.files import sha256_file
+from src.utils.files import check_writable, sha256_file
 from src.utils.hub import hub_is_reachable, use_offline_hub
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,9 @@ def download_dataset(
             f"{key}: the name clashes with a Hugging Face cache folder under {raw}; rename the dataset"
         )
     source = resolve_source(key, spec)
+    check_source_files(key, spec, source)
+    if spec.path in TEXT_BUILDERS and (bad := _unreadable_line(spec, source)) is not None:
+        raise _bad_line_error(key, spec, bad)  # before the loader, which names no file (or lets JSON in)
     corrupted = drop_corrupted_downloads(raw / "downloads", source.urls)
     force = force_redownload or bool(corrupted)
     mode = DownloadMode.FORCE_REDOWNLOAD if force else DownloadMode.REUSE_DATASET_IF_EXISTS
@@ -77,6 +82,7 @@ def download_dataset(
         )
     dataset = _load(key, spec, source, raw, mode, offline)
     _check_text_column(key, spec.text_column, dataset)
+    _check_downloaded_text(key, spec, source, raw / "downloads")
     _check_texts_present(key, spec, source, dataset)
     hashes = {entry: sha256_file(path) for entry, path in source.local_files.items()}
     hashes.update(record_downloads(raw / "downloads", source.urls))
@@ -104,7 +110,10 @@ def download_dataset(
         splits={},  # write_export fills them in
     )
     target = raw / name
-    written = write_export(dataset, spec.text_column, plans, target, manifest)
+    try:
+        written = write_export(dataset, spec.text_column, plans, target, manifest)
+    except EmptySplitError as error:
+        raise _empty_split_error(key, spec, error.split, row_counts) from None
     rows = ", ".join(f"{split} {info.rows}" for split, info in written.splits.items())
     log.info("%s: exported %s (%s documents)", key, display_path(target), rows)
     return target
@@ -120,9 +129,19 @@ def _load(key: str, spec: DatasetSpec, source: ResolvedSource, raw: Path, mode: 
     except ConnectionError as error:
         if offline:
             raise hub_unreachable_error(key, spec) from None
+        url = _failed_url(error, source.urls)
+        if url:
+            raise _url_error(key, url, error) from None
         raise PipelineError(f"{key}: could not fetch {spec.path!r}: {_first_line(error)}") from None
+    except StopIteration:  # what the JSON reader raises for a source without a single row
+        raise PipelineError(
+            f"{key}.data_files: the {spec.path!r} source files hold no rows; give files with documents"
+        ) from None
     except (DatasetGenerationError, ValueError, OSError, TypeError) as error:
         cause = error.__cause__ or error
+        url = _failed_url(error, source.urls)
+        if url:
+            raise _url_error(key, url, error) from None
         bad = _unreadable_line(spec, source)
         if bad is not None:
             raise _bad_line_error(key, spec, bad) from None
@@ -147,10 +166,48 @@ def _load_or_rebuild(key: str, source: ResolvedSource, raw: Path, mode: Any, *, 
     except ConnectionError:
         raise
     except (OSError, ValueError) as error:
-        if not retry or mode == DownloadMode.FORCE_REDOWNLOAD:
+        # A source that cannot be fetched is not a damaged cache: rebuilding would fail the same way.
+        if not retry or mode == DownloadMode.FORCE_REDOWNLOAD or _failed_url(error, source.urls):
             raise
         log.warning("%s: the cached copy could not be read (%s); rebuilding it", key, _first_line(error))
     return load_dataset(**source.load_args, cache_dir=str(raw), download_mode=DownloadMode.FORCE_REDOWNLOAD)
+
+
+def _failed_url(error: BaseException, urls: tuple[str, ...]) -> str | None:
+    """The source URL an error names, if any (the loader reports an unreachable file by its URL)."""
+    text = f"{error} {error.__cause__ or ''}"
+    return next((url for url in urls if url in text), None)
+
+
+def _url_error(key: str, url: str, error: BaseException) -> PipelineError:
+    return PipelineError(
+        f"{key}.data_files: cannot fetch {url} ({_first_line(error)}); check the address and the network, "
+        "or download the file and give its path"
+    )
+
+
+def _check_downloaded_text(key: str, spec: DatasetSpec, source: ResolvedSource, downloads: Path) -> None:
+    """Fetched files get the check local ones got before loading (the JSON reader lets bad bytes in)."""
+    if spec.path not in TEXT_BUILDERS or spec.options.get("encoding_errors"):
+        return
+    copies = [copy for url in source.urls if (copy := find_cached_download(downloads, url)) is not None]
+    encoding = str(spec.options.get("encoding", "utf-8"))
+    bad = find_unreadable_line(copies, spec.path, encoding, spec.text_column)
+    if bad is not None:
+        raise _bad_line_error(key, spec, bad)
+
+
+def _empty_split_error(key: str, spec: DatasetSpec, split: str, row_counts: Mapping[str, int]) -> ConfigError:
+    if split == VALIDATION and VALIDATION not in row_counts:  # carved out of train
+        rows = row_counts.get("train", 0)
+        return ConfigError(
+            f"{key}.validation_fraction: {spec.validation_fraction} of the {rows} training rows leaves the "
+            "validation split without a document; raise validation_fraction or use a larger corpus"
+        )
+    return ConfigError(
+        f"{key}.data_files: split {split!r} has no document (its rows are empty or blank); "
+        "give it files with text"
+    )
 
 
 def _check_text_column(key: str, column: str, dataset: Mapping[str, Any]) -> None:
@@ -214,6 +271,7 @@ def download_all(
 
     ``cache_dir`` defaults to ``paths.cache_dir``; the download stage runs this for one name.
     """
+    cache_key = "--cache-dir" if cache_dir else "paths.cache_dir"
     cache_dir = cache_dir or params.paths.raw_dir().parent
     datasets = params.download.all_datasets()
     chosen = list(names) if names else list(datasets)
@@ -222,6 +280,7 @@ def download_all(
             raise ConfigError(
                 f"download.datasets.{name}: no such dataset; choose one of: {', '.join(datasets)}"
             )
+    check_writable(cache_key, cache_dir / "raw", kind="folder", into=True)
     return {
         name: download_dataset(
             name,

@@ -97,6 +97,14 @@ class _SplitWriter:
         return ExportSplit(Path(self.handle.name).name, self.rows, self.digest.hexdigest())
 
 
+class EmptySplitError(PipelineError):
+    """An export split would hold no document: the stages after it could not use it."""
+
+    def __init__(self, split: str, target: Path) -> None:
+        super().__init__(f"{display_path(target)}: split {split!r} would hold no document")
+        self.split = split
+
+
 def write_export(
     splits: Mapping[str, Any],
     text_column: str,
@@ -109,6 +117,10 @@ def write_export(
     ``splits`` maps split names to ``datasets.Dataset`` objects (anything with
     ``iter(batch_size)`` works); ``manifest`` describes the source (its
     ``splits`` are filled in here). Returns the manifest that was written.
+
+    A split left without documents (all its rows blank, or none held out) raises
+    :class:`EmptySplitError` before anything replaces ``target``: tokenizing and training
+    would only fail on it later, further from the cause.
     """
     exported: dict[str, ExportSplit] = {}
     with atomic_directory(target) as staging:
@@ -130,6 +142,9 @@ def write_export(
                         kill_point("export.row")
                     row += len(texts)
             exported.update({name: writer.summary() for name, writer in writers.items()})
+        for name, split in exported.items():
+            if split.rows == 0:
+                raise EmptySplitError(name, target)
         manifest = dataclasses.replace(manifest, splits=exported)
         (staging / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
     return manifest

@@ -14,6 +14,7 @@ Hugging Face cache rules apply to each:
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import importlib
 import importlib.util
@@ -32,6 +33,9 @@ from src.utils.typed_config import convert
 
 PACKAGE_SCHEME = "package://"
 _URL_SCHEMES = ("http://", "https://")
+
+#: Builders that read text files, and so take an ``encoding``.
+TEXT_BUILDERS = ("text", "json", "csv")
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,13 @@ def _check_options(key: str, spec: DatasetSpec) -> None:
             convert(hints.get(option, Any), value, f"{key}.options.{option}")
         except TypeError:  # a type only code can build (Features): datasets checks it when loading
             continue
+        if option == "encoding":
+            try:
+                codecs.lookup(str(value))
+            except LookupError:
+                raise ConfigError(
+                    f"{key}.options.encoding: unknown text encoding {value!r}; use a name such as latin-1"
+                ) from None
 
 
 def builder_config_class(builder: str) -> type | None:
@@ -205,6 +216,15 @@ def _resolve_local_file(key: str, entry: str, root: Path) -> Path:
     if not path.is_file():
         raise ConfigError(f"{key}: file {entry!r} not found; fix the path (relative to the project root)")
     return path
+
+
+def check_source_files(key: str, spec: DatasetSpec, source: ResolvedSource) -> None:
+    """Refuse empty local source files before the loader reads them: it fails on them deep inside
+    (an empty JSON file is a bare ``StopIteration``). Undecodable lines are found by
+    ``source_files.find_unreadable_line``, which the download runs before loading."""
+    for entry, path in source.local_files.items():
+        if path.stat().st_size == 0:
+            raise ConfigError(f"{key}.data_files: {entry!r} is empty; give a file with at least one document")
 
 
 def hub_unreachable_error(key: str, spec: DatasetSpec) -> PipelineError:

@@ -22,8 +22,8 @@ import numpy as np
 
 from src.config import BPE, Params
 from src.data.fast_encoder import DocumentEncoder, build_encoder, document_frame
-from src.data.manifests import MANIFEST, TokenizerInfo, TokenManifest, TokenSource, TokenSplit
-from src.data.raw_export import VALIDATION, parse_document_lines, read_manifest
+from src.data.manifests import MANIFEST, ExportManifest, TokenizerInfo, TokenManifest, TokenSource, TokenSplit
+from src.data.raw_export import TRAIN, VALIDATION, parse_document_lines, read_manifest
 from src.data.token_files import TOKENIZER_DIR, read_token_manifest, token_dtype, verify_token_files
 from src.data.tokenizer_setup import (
     eos_id,
@@ -32,10 +32,10 @@ from src.data.tokenizer_setup import (
     tokenizer_fingerprint,
     train_bpe,
 )
-from src.errors import PipelineError
+from src.errors import ConfigError, PipelineError
 from src.paths import display_path, resolve_path
 from src.utils.faults import kill_point
-from src.utils.files import atomic_directory, sha256_file
+from src.utils.files import atomic_directory, check_writable, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,30 @@ def export_hashes(export_dir: Path) -> dict[str, str]:
     return {path.name: sha256_file(path) for path in sorted(export_dir.iterdir()) if path.is_file()}
 
 
+def verified_export(export_dir: Path) -> tuple[ExportManifest, dict[str, str]]:
+    """The export's manifest and file hashes, after checking every split file is the one it names.
+
+    A split file missing, cut short or edited after the download (a half-written copy, a
+    hand edit) would be tokenized into wrong tokens, or fail half-way with a parser error;
+    the hashes are needed for the token manifest anyway.
+    """
+    export = read_manifest(export_dir)
+    hashes = export_hashes(export_dir)
+    for info in export.splits.values():
+        path = export_dir / info.file
+        if info.file not in hashes:
+            raise PipelineError(
+                f"{display_path(path)}: missing; re-run `dvc repro download` (or `dvc checkout`)"
+            )
+        if hashes[info.file] != info.sha256:
+            raise PipelineError(
+                f"{display_path(path)}: its bytes are not the ones {MANIFEST} names (sha256 "
+                f"{hashes[info.file][:12]}, expected {info.sha256[:12]}); re-run `dvc repro download` "
+                "(or `dvc checkout`)"
+            )
+    return export, hashes
+
+
 def is_up_to_date(token_dir: Path, tokenizer: Any, export_dir: Path) -> bool:
     """True when ``token_dir`` already holds this export tokenized by this tokenizer, intact."""
     if not (token_dir / MANIFEST).is_file():
@@ -152,7 +176,7 @@ def tokenize_export(
     chunk_bytes: int = CHUNK_BYTES,
 ) -> TokenManifest:
     """Tokenize every split of ``export_dir`` into ``token_dir`` (written atomically); return the manifest."""
-    export = read_manifest(export_dir)
+    export, source_hashes = verified_export(export_dir)
     eos = eos_id(tokenizer, eos_token)
     eos_text = tokenizer.convert_ids_to_tokens(eos)
     frame = document_frame(tokenizer, eos)
@@ -194,7 +218,7 @@ def tokenize_export(
             ),
             dtype=dtype.name,
             splits=written,
-            source=TokenSource(export.dataset, export_hashes(export_dir)),
+            source=TokenSource(export.dataset, source_hashes),
         )
         (staging / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
     for split, info in written.items():
@@ -207,9 +231,18 @@ def tokenize_from_params(params: Params) -> Path:
     config = params.tokenize
     export_dir = params.paths.raw_dir() / config.dataset
     token_dir = params.paths.tokenized_dir(config.tokenizer)
-    export = read_manifest(export_dir)
+    check_writable("paths.cache_dir", token_dir, kind="folder")
+    export, _ = verified_export(export_dir)
+    missing = [split for split in (TRAIN, VALIDATION) if split not in export.splits]
+    if missing:
+        names = " or ".join(map(repr, missing))
+        raise ConfigError(
+            f"download.datasets.{config.dataset}.data_files: the export has no {names} split (it has "
+            f"{', '.join(export.splits)}); name the training files train (validation is held out of train "
+            "when the source has none), then re-run `dvc repro download`"
+        )
     if config.tokenizer == BPE:
-        train = export.splits["train"]
+        train = export.splits[TRAIN]
         log.info("training a byte-level BPE (vocabulary %d) on %s", config.vocab_size, train.file)
         tokenizer = train_bpe(iter_documents(export_dir / train.file), config, train.rows)
         kill_point("tokenize.tokenizer-trained")

@@ -217,7 +217,13 @@ def newest_readable(paths: Iterable[Path]) -> tuple[Path, CheckpointState] | Non
 def find_resumable(
     folder: Path, settings: dict[str, str], inputs: dict[str, str]
 ) -> tuple[CheckpointState | None, str]:
-    """The newest readable checkpoint made with these settings and inputs, and why it was (not) chosen."""
+    """The newest readable checkpoint of this configuration's ``folder``, and why it was (not) chosen.
+
+    A damaged file is skipped for the one before (the resumed run writes that step again). A
+    checkpoint of other settings or inputs cannot have been written into this configuration's
+    folder by a run: someone put it there, so it is refused with one line and left in place,
+    rather than being trained past and later deleted as a stale step.
+    """
     candidates = list_checkpoints(folder)
     if not candidates:
         return None, "no checkpoint yet"
@@ -227,7 +233,10 @@ def find_resumable(
     path, state = found
     if state.fingerprint != run_fingerprint(settings, inputs):
         change = describe_change(state, settings, inputs)
-        return None, f"starting afresh: {display_path(path)} was made with other settings ({change})"
+        raise PipelineError(
+            f"{display_path(path)}: made by another configuration ({change}), so it does not belong in "
+            f"{display_path(folder)}; move it out (or set train.resume: never to start afresh here)"
+        )
     return state, f"resuming from {display_path(path)} (step {state.step})"
 
 

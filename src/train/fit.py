@@ -22,9 +22,9 @@ from pathlib import Path
 from src.config import Params
 from src.paths import PROJECT_ROOT, display_path, resolve_path
 from src.train.backends import Backend
-from src.train.outputs import write_outputs
+from src.train.outputs import check_output_locations, write_outputs
 from src.train.run_inputs import RunInputs, prepare_run_inputs
-from src.train.tracking import RunTracker, dvc_experiment_name, run_tags, tracking_uri
+from src.train.tracking import RunTracker, dvc_experiment_name, run_tags, store_errors, tracking_uri
 from src.utils.faults import kill_point
 from src.utils.logging_setup import adopt_library_loggers
 from src.utils.redact import redact_uri
@@ -38,6 +38,10 @@ def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
     # A deprecation inside Lightning itself: nothing a user of this project can act on.
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     backend = select_backend(params, root)
+    # Start-up checks, before any checkpoint is read or any run opened: whatever can be known now
+    # (an output that cannot be written, a missing GPU, tokens too short for a window) is one line
+    # now, not a traceback after training.
+    check_output_locations(params, root)
     backend.check()
     inputs = prepare_run_inputs(params, root)
     inputs = inputs.resuming(backend.find_resume(inputs))
@@ -85,22 +89,26 @@ def open_run(params: Params, root: Path, inputs: RunInputs) -> RunTracker:
     run again, maybe as another DVC experiment) gets a run of its own, filled
     with the history the checkpoint carries, so every run is complete.
     """
-    tracker = RunTracker(tracking_uri(params.mlflow, root), params.mlflow.experiment_name)
+    uri = tracking_uri(params.mlflow, root)
+    tracker = RunTracker(uri, params.mlflow.experiment_name)
     run_name = dvc_experiment_name()
     resumed = inputs.resumed
-    if resumed and tracker.reattach(resumed.mlflow_run_id or "", run_name):
-        log.info("continuing MLflow run %s", tracker.run_id)
-        tracker.log_missing(resumed.history.tracked())
-    else:
-        tags = run_tags(inputs.manifest, inputs.manifest_sha256, inputs.token_dir, root)
-        tracker.start(run_name, tags, inputs.settings)
-        log_training_data(params, root, inputs, tracker)
-        if resumed:
-            for metrics, step in resumed.history.tracked():
-                tracker.log_metrics(metrics, step)
-            tracker.flush()
-    for orphan in tracker.end_orphans():
-        log.info("MLflow run %s was left RUNNING by a training that no longer runs: marked KILLED", orphan)
+    with store_errors(uri):  # a store that opens but cannot be written (read-only) fails here
+        if resumed and tracker.reattach(resumed.mlflow_run_id or "", run_name):
+            log.info("continuing MLflow run %s", tracker.run_id)
+            tracker.log_missing(resumed.history.tracked())
+        else:
+            tags = run_tags(inputs.manifest, inputs.manifest_sha256, inputs.token_dir, root)
+            tracker.start(run_name, tags, inputs.settings)
+            log_training_data(params, root, inputs, tracker)
+            if resumed:
+                for metrics, step in resumed.history.tracked():
+                    tracker.log_metrics(metrics, step)
+                tracker.flush()
+        for orphan in tracker.end_orphans():
+            log.info(
+                "MLflow run %s was left RUNNING by a training that no longer runs: marked KILLED", orphan
+            )
     log.info("MLflow run %s in %s", tracker.run_id, redact_uri(tracker.client.tracking_uri))
     return tracker
 

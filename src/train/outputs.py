@@ -18,7 +18,7 @@ from src.train.loop import Outcome
 from src.train.reporting import generate_samples, write_metrics, write_plots
 from src.train.tracking import RunTracker
 from src.utils.faults import kill_point
-from src.utils.files import atomic_directory
+from src.utils.files import atomic_directory, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,16 @@ SUMMARY_METRICS = (
     "tflops",
     "mfu",
 )
+
+
+def check_output_locations(params: Params, root: Path) -> None:
+    """Refuse, before training, an output that could not be written after it: the model folder,
+    metrics.json, the plots and the scratch folder must each be of the right kind and writable."""
+    paths = params.paths
+    check_writable("paths.model_dir", resolve_path(paths.model_dir, root), kind="folder")
+    check_writable("paths.metrics_file", resolve_path(paths.metrics_file, root), kind="file")
+    check_writable("paths.plots_dir", resolve_path(paths.plots_dir, root), kind="folder", into=True)
+    check_writable("tmp", root / "tmp", kind="folder", into=True, fix="make the checkout writable")
 
 
 def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, tracker: RunTracker) -> None:

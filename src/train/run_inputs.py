@@ -14,12 +14,17 @@ from typing import Any
 
 from src.config import Params
 from src.data.manifests import MANIFEST, TokenManifest
-from src.data.token_files import TOKENIZER_DIR, read_token_manifest, verify_token_files
+from src.data.raw_export import TRAIN, VALIDATION
+from src.data.token_files import TOKENIZER_DIR, check_tokenizer, read_token_manifest, verify_token_files
+from src.data.tokenizer_setup import tokenizer_fingerprint
+from src.data.windows import windows_per_epoch
+from src.errors import ConfigError, PipelineError
 from src.models.causal_lm import Vocabulary
-from src.paths import PROJECT_ROOT
+from src.paths import PROJECT_ROOT, display_path
 from src.train.checkpoints import CheckpointState, code_fingerprint, run_fingerprint
 from src.train.tracking import flatten
 from src.utils.files import sha256_file
+from src.utils.hub import check_folder_exists
 from src.utils.import_graph import code_dependencies
 from src.utils.typed_config import as_plain_dict
 
@@ -68,17 +73,57 @@ def training_code_fingerprint() -> str:
     return code_fingerprint(code_dependencies(TRAIN_STAGE), PROJECT_ROOT)
 
 
+def check_windows(params: Params, token_dir: Path, manifest: TokenManifest) -> None:
+    """Refuse, at start-up, token splits too short for one window of ``train.max_length`` per rank
+    (the data module would find out at its first batch, or at the first validation)."""
+    length = params.train.max_length
+    ranks = params.ray.num_workers if params.ray.use_ray else 1
+    for split in (TRAIN, VALIDATION):
+        if split not in manifest.splits:
+            has = ", ".join(manifest.splits)
+            raise PipelineError(
+                f"{display_path(token_dir / MANIFEST)}: no {split!r} split (it has {has}); "
+                "re-run `dvc repro tokenize`"
+            )
+    train, validation = manifest.splits[TRAIN], manifest.splits[VALIDATION]
+    if windows_per_epoch(train.tokens, length) < ranks:
+        need = (ranks + 1) * length
+        raise ConfigError(
+            f"train.max_length: {length}-token windows need {need:,} training tokens"
+            f"{f' for {ranks} ranks' if ranks > 1 else ''}, {display_path(token_dir / train.file)} holds "
+            f"{train.tokens:,}; lower train.max_length or use a larger corpus"
+        )
+    if validation.tokens < length:
+        raise ConfigError(
+            f"train.max_length: {display_path(token_dir / validation.file)} holds {validation.tokens:,} "
+            f"validation tokens, fewer than one {length}-token window; lower train.max_length, or hold out "
+            f"more text (download.datasets.{manifest.source.dataset}.validation_fraction)"
+        )
+
+
 def prepare_run_inputs(params: Params, root: Path) -> RunInputs:
     """Read the token manifest and tokenizer and fingerprint the run (the resume point comes later)."""
     from transformers import AutoTokenizer
 
+    if params.model.pretrained:
+        check_folder_exists(params.model.pretrained, key="model.pretrained")  # loaded only after start
     token_dir = params.paths.tokenized_dir(params.tokenize.tokenizer, root)
     manifest = read_token_manifest(token_dir)
     verify_token_files(token_dir, manifest)  # before anything starts: never train on unchecked bytes
+    check_windows(params, token_dir, manifest)
     settings = flatten(as_plain_dict(params))
     manifest_sha256 = sha256_file(token_dir / MANIFEST)
     inputs = {"tokenized data": manifest_sha256, "code": training_code_fingerprint()}
-    tokenizer = AutoTokenizer.from_pretrained(str(token_dir / TOKENIZER_DIR))
+    tokenizer_dir = token_dir / TOKENIZER_DIR
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    except (OSError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise PipelineError(
+            f"{display_path(tokenizer_dir)}: cannot load the tokenizer ({reason}); re-run "
+            "`dvc repro tokenize` (or `dvc checkout`)"
+        ) from None
+    check_tokenizer(token_dir, manifest, tokenizer_fingerprint(tokenizer))
     return RunInputs(
         token_dir=token_dir,
         manifest=manifest,

@@ -33,6 +33,7 @@ from src.data.manifests import MANIFEST, TokenManifest
 from src.errors import PipelineError
 from src.paths import PROJECT_ROOT, display_path, workspace_root
 from src.utils.faults import kill_point
+from src.utils.files import check_writable
 from src.utils.redact import redact_uri
 
 _SQLITE = "sqlite:///"
@@ -64,6 +65,43 @@ def local_artifact_root(uri: str) -> str | None:
     if database is None:
         return None  # a server decides where its artifacts go
     return (database.parent / "mlruns").resolve().as_uri()
+
+
+@contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """Turn a store that cannot be used into one line naming it: a damaged or read-only SQLite
+    file, or a server that does not answer (the libraries raise tracebacks several screens long).
+    """
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (MlflowException, SQLAlchemyError) as error:
+        reason = _reason(error)
+        database = sqlite_path(uri)
+        if database is None:
+            raise PipelineError(
+                redact_uri(f"mlflow.tracking_uri: cannot reach {uri} ({reason}); ")
+                + 'start the server, or set mlflow.tracking_uri to "" for mlflow.db at the project root'
+            ) from None
+        if "readonly" in reason or "read-only" in reason:
+            fix = "make it (and its folder) writable"
+        elif "not a database" in reason or "malformed" in reason:
+            fix = "it is damaged: move it away to start a new store"
+        else:
+            fix = "repair or move it away"
+        raise PipelineError(
+            f"mlflow.tracking_uri: cannot use the MLflow store {display_path(database)} ({reason}); {fix}, "
+            "or set mlflow.tracking_uri to another store"
+        ) from None
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of the root cause (SQLAlchemy wraps the driver's message in several more)."""
+    cause = getattr(error, "orig", None) or error
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(cause).__name__
 
 
 @contextmanager
@@ -113,7 +151,6 @@ class RunTracker:
         """Open the store and the experiment; with ``run_id``, log into that existing run instead
         (a Ray worker logging into the run its driver created)."""
         from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
 
         self.run_id = run_id
         self._pending: list = []
@@ -123,17 +160,13 @@ class RunTracker:
             self.client = MlflowClient(tracking_uri=uri)
             self._held = self._logged_pairs()
             return
-        with _store_lock(uri):
+        database = sqlite_path(uri)
+        if database is not None:
+            check_writable("mlflow.tracking_uri", database, kind="file")
+        with _store_lock(uri), store_errors(uri):
             # Opening a SQLite store creates and migrates its tables: parallel runs must not race there.
             self.client = MlflowClient(tracking_uri=uri)
-            try:
-                experiment = self.client.get_experiment_by_name(experiment_name)
-            except MlflowException as error:
-                reason = str(error).strip().splitlines()[0][:200]
-                raise PipelineError(
-                    redact_uri(f"mlflow.tracking_uri: cannot reach {uri} ({reason}); ")
-                    + 'start the server, or set mlflow.tracking_uri to "" for mlflow.db at the project root'
-                ) from None
+            experiment = self.client.get_experiment_by_name(experiment_name)
             if experiment is None:
                 self.experiment_id = self.client.create_experiment(
                     experiment_name,

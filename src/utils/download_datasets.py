@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     args = build_parser().parse_args(argv)
     params = load_params(args.params)
-    start_process(params, args.log_dir or params.paths.log_dir, prefix=LOG_PREFIX, numbered=True)
+    log_key = "--log-dir" if args.log_dir else "paths.log_dir"
+    start_process(
+        params, args.log_dir or params.paths.log_dir, prefix=LOG_PREFIX, numbered=True, log_key=log_key
+    )
     cache_dir = resolve_path(args.cache_dir) if args.cache_dir else None
     return download_all(params, cache_dir, names=args.datasets, force_redownload=args.force_redownload)
 

@@ -15,8 +15,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
+from src.errors import PipelineError
+from src.paths import display_path
 from src.utils.faults import kill_point
 
 _CHUNK = 1 << 20
@@ -105,3 +107,43 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def check_writable(
+    key: str, path: Path, *, kind: Literal["file", "folder"], into: bool = False, fix: str | None = None
+) -> None:
+    """Refuse, before any work starts, an output location this process cannot write.
+
+    A stage that finds out only when it saves (a model after an hour of training) has
+    wasted the hour, so every entry point checks its outputs first: ``path`` must be
+    of the ``kind`` it will be, and the folder the write happens in must accept a new
+    file. That folder is ``path`` itself when the stage writes files ``into`` it (logs,
+    checkpoints), else the folder holding ``path`` (outputs are swapped in whole from a
+    staging copy beside them). A folder not made yet counts as its nearest existing parent.
+    ``key`` names the setting in the message; ``fix`` says how to point it elsewhere.
+
+    The check writes and removes a probe file rather than reading permission bits,
+    which say nothing of read-only file systems and are ignored for the superuser.
+    """
+    shown = display_path(path)
+    fix = fix or f"set {key} to another location"
+    wrong_kind = path.is_dir() if kind == "file" else path.exists() and not path.is_dir()
+    if wrong_kind:
+        other = "folder" if kind == "file" else "file"
+        raise PipelineError(f"{key}: {shown} is a {other}, expected a {kind}; move it away or {fix}")
+    folder = path if into else path.parent
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise PipelineError(
+            f"{key}: cannot write {shown}: {display_path(folder)} is a file, not a folder; {fix}"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+    except OSError as error:
+        raise PipelineError(
+            f"{key}: cannot write {shown}: {display_path(folder)} does not accept new files "
+            f"({error.strerror}); make it writable or {fix}"
+        ) from None
+    os.close(fd)
+    Path(probe).unlink()

@@ -59,21 +59,63 @@ def from_folder_or_hub(
     root: Path = PROJECT_ROOT,
     **kwargs: Any,
 ) -> T:
-    """Call a ``from_pretrained`` loader on a project folder, or on a Hub name (cached in ``cache_dir``)."""
+    """Call a ``from_pretrained`` loader on a project folder, or on a Hub name (cached in ``cache_dir``).
+
+    A value that can only be a path (``./x``, ``data/x`` where ``data`` is a folder, more than
+    one ``/``) and names no folder is reported as a missing folder, not as a Hub miss.
+    """
     folder = resolve_path(name_or_path, root)
     if folder.is_dir():
-        return load(str(folder), **kwargs)
+        try:
+            return load(str(folder), **kwargs)
+        except (OSError, ValueError) as error:
+            raise ConfigError(
+                f"{key}: folder {display_path(folder, root)} holds nothing {load_what(load)} can load "
+                f"({_first_line(error)}); point {key} at a folder saved with save_pretrained"
+            ) from None
+    check_folder_exists(name_or_path, key=key, root=root)
     offline = not hub_is_reachable(timeout_s)
     if offline:
         use_offline_hub()
     try:
         return load(name_or_path, cache_dir=str(cache_dir), local_files_only=offline, **kwargs)
-    except OSError as error:
+    except (OSError, ValueError) as error:
         if offline:
             raise PipelineError(
                 f"{key}: the Hugging Face Hub ({hub_endpoint()}) is unreachable and {name_or_path!r} is not "
-                f"cached in {display_path(cache_dir)}; connect to the network or give a folder in the project"
+                f"cached in {display_path(cache_dir)}, nor a folder in the project; connect to the network "
+                "or give a folder in the project"
             ) from None
         raise ConfigError(
-            f"{key}: cannot load {name_or_path!r}: {str(error).strip().splitlines()[0]}"
+            f"{key}: cannot load {name_or_path!r} (not a folder in the project either): {_first_line(error)}"
         ) from None
+
+
+def check_folder_exists(name_or_path: str, *, key: str, root: Path = PROJECT_ROOT) -> None:
+    """Refuse a value that can only be a folder (see :func:`looks_like_path`) when there is none:
+    cheap enough to run at start-up, before the loader is needed."""
+    folder = resolve_path(name_or_path, root)
+    if looks_like_path(name_or_path, root) and not folder.is_dir():
+        raise ConfigError(
+            f"{key}: folder {display_path(folder, root)} does not exist; fix the path (relative to the "
+            "project root)"
+        )
+
+
+def looks_like_path(value: str, root: Path = PROJECT_ROOT) -> bool:
+    """True for values that cannot be a Hub id (``name`` or ``owner/name``) but only a path."""
+    if value.startswith((".", "/", "~")) or value.count("/") > 1:
+        return True
+    first = value.split("/")[0]
+    return "/" in value and (root / first).is_dir()
+
+
+def load_what(load: Callable[..., Any]) -> str:
+    """``AutoTokenizer`` for ``AutoTokenizer.from_pretrained``: the loader's class, for messages."""
+    owner = getattr(load, "__self__", None)
+    return getattr(owner, "__name__", None) or getattr(load, "__qualname__", "the loader").split(".")[0]
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(error).__name__

@@ -335,3 +335,20 @@ def test_local_datasets_need_their_folder(tmp_path: Path) -> None:
     data["download"]["local"] = {"kjv": {"path": "text", "data_dir": "corpus"}}
     with pytest.raises(ConfigError, match=r"^download.local.kjv: the name is also in download.datasets"):
         parse_params(data)
+
+
+def test_a_split_left_without_documents_is_refused_and_the_last_export_kept(
+    folder_bytes, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"verse {i}"}) + "\n" for i in range(10)))
+    export = download_dataset("small", spec(path="json", data_files=str(corpus)), tmp_path / "cache")
+    good = folder_bytes(export)
+    corpus.write_text(json.dumps({"text": "the only verse"}) + "\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"^download.datasets.small.validation_fraction: 0.02 of the 1 training rows leaves the "
+        r"validation split without a document",
+    ):
+        download_dataset("small", spec(path="json", data_files=str(corpus)), tmp_path / "cache")
+    assert folder_bytes(export) == good

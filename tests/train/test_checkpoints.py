@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.errors import PipelineError
 from src.train.checkpoints import (
     CHECKPOINT_VERSION,
     CheckpointState,
@@ -80,13 +81,18 @@ def test_newest_k_are_kept_and_the_newest_resumes(tmp_path: Path) -> None:
     assert find_resumable(tmp_path, operational, INPUTS)[0].step == 30
 
 
-def test_other_settings_start_afresh_and_say_what_changed(tmp_path: Path) -> None:
+def test_a_checkpoint_of_other_settings_in_the_folder_is_refused_and_kept(tmp_path: Path) -> None:
+    """Each configuration has its own folder, so one of other settings there was put there by hand
+    (a checkpoint of another model copied in): one line saying what differs, and the file stays."""
     assert find_resumable(tmp_path, SETTINGS, INPUTS) == (None, "no checkpoint yet")
     save_checkpoint(tmp_path, 10, state(10), keep=2)
-    resumed, reason = find_resumable(tmp_path, {**SETTINGS, "train.lr": "0.001"}, {**INPUTS, "code": "c2"})
-    assert resumed is None
-    assert reason.startswith("starting afresh: ")
-    assert "train.lr: 0.003 -> 0.001" in reason and "the code" in reason and "tokenized" not in reason
+    with pytest.raises(PipelineError) as caught:
+        find_resumable(tmp_path, {**SETTINGS, "train.lr": "0.001"}, {**INPUTS, "code": "c2"})
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'step-000000010.ckpt'}: made by another configuration (")
+    assert "train.lr: 0.003 -> 0.001" in message and "the code" in message and "tokenized" not in message
+    assert message.endswith("move it out (or set train.resume: never to start afresh here)")
+    assert (tmp_path / "step-000000010.ckpt").exists()
 
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from src.train.tracking import HOST_TAG, PID_TAG, RunTracker
+import pytest
+
+from src.errors import PipelineError
+from src.train.tracking import HOST_TAG, PID_TAG, RunTracker, store_errors
 
 
 def dead_pid() -> int:
@@ -111,3 +114,27 @@ def test_logging_the_model_leaves_the_run_running_with_one_model(token_dir: Path
         [tracker.experiment_id], filter_string=f"source_run_id = '{run_id}'"
     )
     assert len(models) == 1
+
+
+def test_a_store_that_cannot_be_used_is_one_line_naming_it(tmp_path: Path) -> None:
+    database = tmp_path / "mlflow.db"
+    database.write_bytes(b"no database here\n" * 100)
+    with pytest.raises(PipelineError) as caught:
+        RunTracker(f"sqlite:///{database}", "lmpipe")
+    assert str(caught.value) == (
+        f"mlflow.tracking_uri: cannot use the MLflow store {database} (file is not a database); it is "
+        "damaged: move it away to start a new store, or set mlflow.tracking_uri to another store"
+    )
+    assert database.read_bytes() == b"no database here\n" * 100
+
+
+def test_a_read_only_store_says_so() -> None:
+    """What SQLite reports for a read-only file (the superuser writes anyway, so it is raised here)."""
+    from sqlalchemy.exc import OperationalError
+
+    with pytest.raises(PipelineError) as caught, store_errors("sqlite:////data/mlflow.db"):
+        raise OperationalError("INSERT ...", {}, Exception("attempt to write a readonly database"))
+    assert str(caught.value) == (
+        "mlflow.tracking_uri: cannot use the MLflow store /data/mlflow.db (attempt to write a readonly "
+        "database); make it (and its folder) writable, or set mlflow.tracking_uri to another store"
+    )

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from src.utils.files import atomic_directory, atomic_file, canonical_json, write_text_atomic
+from src.errors import PipelineError
+from src.utils.files import atomic_directory, atomic_file, canonical_json, check_writable, write_text_atomic
 
 
 def test_failed_write_keeps_previous_directory(tmp_path: Path) -> None:
@@ -66,3 +67,48 @@ def test_a_shared_file_leaves_other_writers_staging_alone(tmp_path: Path) -> Non
     (tmp_path / ".verified_tokens.json.abc123.tmp").write_text("another writer's")
     write_text_atomic(target, "{}", shared=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".verified_tokens.json.abc123.tmp", target.name]
+
+
+def test_check_writable_names_the_setting_and_what_is_in_the_way(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    check_writable("paths.model_dir", tmp_path / "new" / "model", kind="folder")  # the parent decides
+    check_writable("paths.checkpoint_dir", tmp_path / "ckpt", kind="folder", into=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing made, no probe left
+    refusals = {
+        ("paths.model_dir", blocker / "model", "folder", False): (
+            f"paths.model_dir: cannot write {blocker / 'model'}: {blocker} is a file, not a folder; "
+            "set paths.model_dir to another location"
+        ),
+        ("paths.plots_dir", blocker, "folder", True): (
+            f"paths.plots_dir: {blocker} is a file, expected a folder; move it away or set paths.plots_dir "
+            "to another location"
+        ),
+        ("paths.metrics_file", tmp_path, "file", False): (
+            f"paths.metrics_file: {tmp_path} is a folder, expected a file; move it away or set "
+            "paths.metrics_file to another location"
+        ),
+    }
+    for (key, path, kind, into), message in refusals.items():
+        with pytest.raises(PipelineError) as caught:
+            check_writable(key, path, kind=kind, into=into)
+        assert str(caught.value) == message
+
+
+def test_check_writable_refuses_a_read_only_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        try:
+            (folder / "probe").write_text("")
+        except PermissionError:
+            pass
+        else:
+            pytest.skip(
+                "a read-only folder does not stop the superuser (the under-a-file refusals still run)"
+            )
+        with pytest.raises(PipelineError, match=r"locked does not accept new files \(Permission denied\)"):
+            check_writable("paths.model_dir", folder / "model", kind="folder")
+    finally:
+        folder.chmod(0o755)

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 
 from src.config import Params
+from src.errors import ConfigError
 from src.paths import display_path, resolve_path
 from src.train.checkpoints import (
     CheckpointState,
@@ -21,8 +22,22 @@ from src.train.checkpoints import (
 from src.train.loop import Outcome, Placement, train_on_rank
 from src.train.run_inputs import RunInputs
 from src.train.tracking import RunTracker
+from src.utils.files import check_writable
 
 log = logging.getLogger(__name__)
+
+
+def check_accelerator(accelerator: str) -> None:
+    """Refuse a GPU setting on a machine without one, instead of a Lightning traceback later."""
+    import torch
+
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    missing = {"gpu": not (cuda or mps), "cuda": not cuda, "mps": not mps}.get(accelerator, False)
+    if missing:
+        raise ConfigError(
+            f"train.accelerator: {accelerator}, but PyTorch finds no such device on this machine; set "
+            "train.accelerator: cpu (or auto, which takes a GPU when there is one)"
+        )
 
 
 class LocalBackend:
@@ -34,7 +49,10 @@ class LocalBackend:
         self.checkpoint_root = resolve_path(params.paths.checkpoint_dir, root)
 
     def check(self) -> None:
-        """Nothing beyond what params validation already checked."""
+        """Before anything starts (and before any checkpoint is read): the accelerator is there,
+        and the checkpoint folder can be written."""
+        check_accelerator(self.params.train.accelerator)
+        check_writable("paths.checkpoint_dir", self.checkpoint_root, kind="folder", into=True)
 
     def find_resume(self, inputs: RunInputs) -> CheckpointState | None:
         """The newest checkpoint of this configuration; other configurations are left as they are."""

@@ -106,12 +106,18 @@ def ray_cluster(config: RayConfig, root: Path) -> Iterator[None]:
         ray.shutdown()
 
 
-def check_resources(config: RayConfig, available: dict[str, float]) -> None:
-    """A local cluster cannot grow: refuse a worker group it cannot place (Ray would wait forever)."""
+def check_resources(config: RayConfig, available: dict[str, float], *, only: tuple[str, ...] = ()) -> None:
+    """A local cluster cannot grow: refuse a worker group it cannot place (Ray would wait forever).
+
+    With ``only``, just those resources are checked (before the cluster starts, this machine's
+    cores and GPUs are known; other resources only Ray can count).
+    """
     per_worker = dict(config.resources_per_worker)
     if config.use_gpu:
         per_worker.setdefault("GPU", 1.0)
     for resource, amount in per_worker.items():
+        if only and resource not in only:
+            continue
         needed = amount * config.num_workers
         if needed > available.get(resource, 0.0):
             raise ConfigError(
@@ -119,6 +125,13 @@ def check_resources(config: RayConfig, available: dict[str, float]) -> None:
                 f"{resource}, this machine has {available.get(resource, 0.0):g}; lower ray.num_workers or "
                 "ray.resources_per_worker, or set ray.address to a larger cluster"
             )
+
+
+def local_resources() -> dict[str, float]:
+    """The CPUs and GPUs a local cluster started by :func:`ray_cluster` gets from this machine."""
+    import torch
+
+    return {"CPU": float(available_cores()), "GPU": float(torch.cuda.device_count())}
 
 
 def quiet_worker() -> None:

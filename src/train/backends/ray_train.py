@@ -28,7 +28,7 @@ import torch
 from src.config import Params, parse_params
 from src.errors import ConfigError, PipelineError
 from src.paths import display_path, resolve_path
-from src.train.backends.ray_cluster import ray_cluster
+from src.train.backends.ray_cluster import check_resources, local_resources, ray_cluster
 from src.train.checkpoints import (
     CheckpointState,
     configuration_folder,
@@ -41,6 +41,7 @@ from src.train.history import History
 from src.train.loop import Outcome, Placement, build_module, train_on_rank
 from src.train.run_inputs import RunInputs, prepare_run_inputs
 from src.train.tracking import RunTracker
+from src.utils.files import check_writable
 from src.utils.typed_config import as_plain_dict
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,20 @@ class RayBackend:
         """The checkpoint the driver found (and told MLflow about): the workers start from it too."""
 
     def check(self) -> None:
-        check_strategy(self.params.ray.strategy)
+        """Before anything starts: the strategy's package, the GPUs and cores a local cluster
+        would get, and a local checkpoint folder that can be written."""
+        config = self.params.ray
+        check_strategy(config.strategy)
+        if not config.address:
+            if config.use_gpu and not torch.cuda.is_available():
+                raise ConfigError(
+                    "ray.use_gpu: true, but this machine has no GPU for the local Ray cluster; set "
+                    "ray.use_gpu: false, or ray.address to a cluster with GPUs"
+                )
+            check_resources(config, local_resources(), only=("CPU", "GPU"))
+        if "://" not in self.storage:
+            key = "ray.storage_path" if config.storage_path else "paths.checkpoint_dir"
+            check_writable(key, Path(self.storage), kind="folder", into=True)
 
     def find_resume(self, inputs: RunInputs) -> CheckpointState | None:
         """The newest Ray checkpoint of this run (what the workers will resume from), for MLflow.

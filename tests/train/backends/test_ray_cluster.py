@@ -25,6 +25,14 @@ def test_a_worker_group_larger_than_the_local_cluster_is_refused() -> None:
     check_resources(RayConfig(num_workers=3, resources_per_worker={"CPU": 0.5}), {"CPU": 2.0})
 
 
+def test_before_the_cluster_starts_only_cores_and_gpus_are_checked() -> None:
+    """Other resources (memory, custom ones) only Ray can count: they wait for the cluster."""
+    custom = RayConfig(num_workers=2, resources_per_worker={"CPU": 1.0, "memory": 1e9})
+    check_resources(custom, {"CPU": 2.0, "GPU": 0.0}, only=("CPU", "GPU"))
+    with pytest.raises(ConfigError, match=r"^ray.num_workers: 3 workers x 1 CPU need 3 CPU"):
+        check_resources(RayConfig(num_workers=3), {"CPU": 2.0, "GPU": 0.0}, only=("CPU", "GPU"))
+
+
 def test_ray_temp_dir_stays_in_the_project_behind_a_short_link(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 60)
     link = short_temp_dir(deep)
