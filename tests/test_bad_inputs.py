@@ -326,7 +326,7 @@ def nothing(project: Project) -> None:
     """The break is in the command itself (its arguments)."""
 
 
-def corpus_is_a_folder(project: Project) -> None:
+def corpus_is_an_empty_folder(project: Project) -> None:
     (project.root / "corpus").mkdir()
     project.dataset["data_files"] = str(project.root / "corpus")
 
@@ -424,7 +424,7 @@ CASES = [
     Case("no-validation-rows", D, one_document, "kjv.validation_fraction: 0.1 of the 1 training rows"),
     Case("blank-validation-file", D, blank_validation, "split 'validation' has no document"),
     Case("missing-corpus", D, edit(KJV, data_files="x.jsonl"), "kjv.data_files: file 'x.jsonl' not found"),
-    Case("folder-as-corpus", D, corpus_is_a_folder, "/corpus' is a folder, expected a file"),
+    Case("empty-folder-as-corpus", D, corpus_is_an_empty_folder, "/corpus' matches no file"),
     Case("wrong-text-column", D, edit(KJV, text_column="body"), "split 'train' has no column 'body'"),
     Case("unknown-key-in-dataset", D, edit(KJV, textcolumn="text"), "datasets.kjv.textcolumn: unknown key"),
     Case("wrong-type-fraction", D, edit(KJV, validation_fraction="x"), "kjv.validation_fraction: expected"),

@@ -64,7 +64,7 @@ def download_dataset(
         )
     source = resolve_source(key, spec)
     check_source_files(key, spec, source)
-    if spec.path in TEXT_BUILDERS and (bad := _unreadable_line(spec, source)) is not None:
+    if spec.path in TEXT_BUILDERS and (bad := _undecodable_line(spec, source.local_files.values())):
         raise _bad_line_error(key, spec, bad)  # before the loader, which names no file (or lets JSON in)
     corrupted = drop_corrupted_downloads(raw / "downloads", source.urls)
     force = force_redownload or bool(corrupted)
@@ -188,13 +188,20 @@ def _url_error(key: str, url: str, error: BaseException) -> PipelineError:
 
 def _check_downloaded_text(key: str, spec: DatasetSpec, source: ResolvedSource, downloads: Path) -> None:
     """Fetched files get the check local ones got before loading (the JSON reader lets bad bytes in)."""
-    if spec.path not in TEXT_BUILDERS or spec.options.get("encoding_errors"):
+    if spec.path not in TEXT_BUILDERS:
         return
     copies = [copy for url in source.urls if (copy := find_cached_download(downloads, url)) is not None]
-    encoding = str(spec.options.get("encoding", "utf-8"))
-    bad = find_unreadable_line(copies, spec.path, encoding, spec.text_column)
+    bad = _undecodable_line(spec, copies)
     if bad is not None:
         raise _bad_line_error(key, spec, bad)
+
+
+def _undecodable_line(spec: DatasetSpec, files: Iterable[Path]) -> BadLine | None:
+    """The first line of ``files`` that the source's encoding cannot decode (columns are checked later);
+    None where the options let the reader replace what it cannot decode."""
+    if spec.options.get("encoding_errors"):
+        return None
+    return find_unreadable_line(files, spec.path, str(spec.options.get("encoding", "utf-8")))
 
 
 def _empty_split_error(key: str, spec: DatasetSpec, split: str, row_counts: Mapping[str, int]) -> ConfigError:

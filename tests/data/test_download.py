@@ -254,8 +254,10 @@ def test_folders_lists_and_splits_expand_to_every_file_in_order(tmp_path: Path) 
         "*.txt": ("a.txt", "b.txt"),
         "valid": ("valid/v.txt",),
     }
-    everything = download_dataset("all", spec(path="text", data_dir=str(corpus / "sub")), tmp_path / "cache")
-    assert read_manifest(everything).source.files == {".": ("c.txt",)}  # no data_files: the whole folder
+    (corpus / "sub" / "d.txt").write_text("Nested d.\n")  # two rows: one for each split
+    whole = spec(path="text", data_dir=str(corpus / "sub"), validation_fraction=0.5)
+    everything = download_dataset("all", whole, tmp_path / "cache")
+    assert read_manifest(everything).source.files == {".": ("c.txt", "d.txt")}  # no data_files: the folder
 
 
 def test_a_file_that_is_not_utf8_names_its_line_and_the_encoding_option(tmp_path: Path) -> None:
