@@ -41,7 +41,7 @@ SETTINGS = {
 }
 
 #: Metrics that measure time; every other metric is a pure function of the settings on CPU.
-TIMED = {"tokens_per_s", "step_tokens_per_s"}
+TIMED = {"tokens_per_s", "step_tokens_per_s", "tflops", "mfu", "step_mfu"}  # speeds, not results
 
 #: What a run leaves at the project root for MLflow; a copied store would log into its source.
 STORE = ("mlflow.db", "mlflow.db.lock", "mlruns")
@@ -101,7 +101,7 @@ def locked_outs(project: Path) -> dict[str, str]:
     return {
         f"{stage}: {out['path']}": out["md5"]
         for stage, entry in lock["stages"].items()
-        for out in entry["outs"]
+        for out in entry.get("outs", [])  # check_params writes nothing
         if out["path"] not in ("metrics.json", "data/checkpoints")
     }
 
@@ -109,7 +109,8 @@ def locked_outs(project: Path) -> dict[str, str]:
 def outputs(project: Path) -> dict[str, object]:
     """Everything a run leaves that must not depend on whether it was interrupted (but MLflow)."""
     metrics = json.loads((project / "metrics.json").read_text())
-    metrics.pop("tokens_per_s")
+    for measured in TIMED & set(metrics):
+        metrics.pop(measured)
     checkpoints = project / "data" / "checkpoints"
     return {
         "export": digests(project / "data" / "main_cache" / "raw" / "kjv"),
