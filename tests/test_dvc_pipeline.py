@@ -177,8 +177,10 @@ def test_local_corpus_files_are_inputs_of_their_own_download_only(dvc, dvc_proje
         for name in ("notes", "other")
     }
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    assert changed_stages(dvc, dvc_project) == ["download_local@notes", "download_local@other"]
-    assert stages_run(dvc(dvc_project, "repro")) == ["download_local@notes", "download_local@other"]
+    # check_params validates params.yaml whenever the file changes; it writes nothing.
+    both = ["check_params", "download_local@notes", "download_local@other"]
+    assert changed_stages(dvc, dvc_project) == both
+    assert stages_run(dvc(dvc_project, "repro")) == both
     assert changed_stages(dvc, dvc_project) == []
 
     notes = dvc_project / "corpus" / "notes"
@@ -205,7 +207,7 @@ def test_local_corpus_files_are_inputs_of_their_own_download_only(dvc, dvc_proje
     params = yaml.safe_load(params_file.read_text())
     params["download"]["local"]["other"]["validation_fraction"] = 0.5
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    assert changed_stages(dvc, dvc_project) == ["download_local@other"]
+    assert changed_stages(dvc, dvc_project) == ["check_params", "download_local@other"]
 
 
 def test_gpt2s_special_token_configuration_end_to_end(dvc, dvc_project: Path, gpt2_style_tokenizer) -> None:
@@ -217,7 +219,7 @@ def test_gpt2s_special_token_configuration_end_to_end(dvc, dvc_project: Path, gp
     params = dvc_project / "params.yaml"
     params.write_text(params.read_text().replace("tokenizer: bpe", "tokenizer: tokenizers/gpt2"))
     run = dvc(dvc_project, "repro")
-    assert stages_run(run) == ["tokenize", "train"]
+    assert stages_run(run) == ["check_params", "tokenize", "train"]
     token_dir = dvc_project / "data" / "main_cache" / "tokenized" / "tokenizers" / "gpt2"
     manifest = json.loads((token_dir / "manifest.json").read_text())["tokenizer"]
     assert manifest["eos_token"] == "<|endoftext|>"
