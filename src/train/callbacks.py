@@ -59,7 +59,9 @@ class StepRecorder(L.Callback):
         self.peak_tflops = peak_tflops  # per device; 0 = look the accelerator up (see src.models.flops)
         self.record_every = 1
         self._micro_losses: list[torch.Tensor] = []
-        self._pending: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, mean loss on the device)
+        self._pending: list[
+            tuple[int, float, torch.Tensor]
+        ] = []  # (step, lr, micro-batch losses on the device)
         self._interval_started: float | None = None
         self._lr = 0.0
 
@@ -87,10 +89,10 @@ class StepRecorder(L.Callback):
         self._micro_losses.append(outputs["loss"].detach())
         if (batch_idx + 1) % self.accumulate:
             return
-        mean_loss = torch.stack(self._micro_losses).double().mean()
+        micro_losses = torch.stack(self._micro_losses)  # (accumulate,), still on the device
         self._micro_losses = []
         step = self.step(trainer)
-        self._pending.append((step, self._lr, mean_loss))
+        self._pending.append((step, self._lr, micro_losses))
         if len(self._pending) >= self.record_every or step >= self.max_steps:
             rate = self.record(trainer)
             module.log("tokens_per_s", rate, prog_bar=True, on_step=True, on_epoch=False)
@@ -113,10 +115,11 @@ class StepRecorder(L.Callback):
         """
         if not self._pending:
             return math.nan
-        losses = torch.stack([loss for _, _, loss in self._pending])
+        losses = torch.stack([loss for _, _, loss in self._pending])  # (steps, accumulate)
         if trainer.world_size > 1:
-            losses = trainer.strategy.reduce(losses, reduce_op="mean")
-        values = losses.tolist()
+            losses = trainer.strategy.reduce(losses, reduce_op="mean")  # on the device, as NCCL needs
+        # Means in float64 on the host: not every accelerator has float64 (MPS), and the CPU does.
+        values = losses.cpu().double().mean(dim=1).tolist()
         seconds = time.perf_counter() - (self._interval_started or time.perf_counter())
         tokens = self.windows_per_step * self.max_length * trainer.world_size * len(self._pending)
         rate = tokens / max(seconds, 1e-9)
