@@ -64,7 +64,7 @@ def download_dataset(
         )
     source = resolve_source(key, spec)
     check_source_files(key, spec, source)
-    if spec.path in TEXT_BUILDERS and (bad := _undecodable_line(spec, source.local_files.values())):
+    if spec.path in TEXT_BUILDERS and (bad := _unreadable_line(spec, source.local_files.values())):
         raise _bad_line_error(key, spec, bad)  # before the loader, which names no file (or lets JSON in)
     corrupted = drop_corrupted_downloads(raw / "downloads", source.urls)
     force = force_redownload or bool(corrupted)
@@ -142,7 +142,7 @@ def _load(key: str, spec: DatasetSpec, source: ResolvedSource, raw: Path, mode: 
         url = _failed_url(error, source.urls)
         if url:
             raise _url_error(key, url, error) from None
-        bad = _unreadable_line(spec, source)
+        bad = _unreadable_line(spec, source.local_files.values(), spec.text_column)
         if bad is not None:
             raise _bad_line_error(key, spec, bad) from None
         if spec.options and isinstance(error, TypeError | ValueError) and _names_an_option(error, spec):
@@ -191,17 +191,9 @@ def _check_downloaded_text(key: str, spec: DatasetSpec, source: ResolvedSource, 
     if spec.path not in TEXT_BUILDERS:
         return
     copies = [copy for url in source.urls if (copy := find_cached_download(downloads, url)) is not None]
-    bad = _undecodable_line(spec, copies)
+    bad = _unreadable_line(spec, copies)
     if bad is not None:
         raise _bad_line_error(key, spec, bad)
-
-
-def _undecodable_line(spec: DatasetSpec, files: Iterable[Path]) -> BadLine | None:
-    """The first line of ``files`` that the source's encoding cannot decode (columns are checked later);
-    None where the options let the reader replace what it cannot decode."""
-    if spec.options.get("encoding_errors"):
-        return None
-    return find_unreadable_line(files, spec.path, str(spec.options.get("encoding", "utf-8")))
 
 
 def _empty_split_error(key: str, spec: DatasetSpec, split: str, row_counts: Mapping[str, int]) -> ConfigError:
@@ -232,17 +224,22 @@ def _check_texts_present(
     """A JSON line without the text (a null in the column) is a mistake in the file, not a blank document."""
     if spec.path != "json" or not any(ds.data.column(spec.text_column).null_count for ds in dataset.values()):
         return
-    bad = _unreadable_line(spec, source)
+    bad = _unreadable_line(spec, source.local_files.values(), spec.text_column)
     if bad is not None:
         raise _bad_line_error(key, spec, bad)
     raise ConfigError(f"{key}.text_column: some rows have no {spec.text_column!r}; fix the source files")
 
 
-def _unreadable_line(spec: DatasetSpec, source: ResolvedSource) -> BadLine | None:
-    if spec.options.get("encoding_errors") or "field" in spec.options:
+def _unreadable_line(
+    spec: DatasetSpec, files: Iterable[Path], text_column: str | None = None
+) -> BadLine | None:
+    """The first line of ``files`` that the source's encoding cannot decode (or, given ``text_column``,
+    a JSON line without the text); None where the options let the reader replace what it cannot
+    decode or read nested JSON, which datasets then checks itself."""
+    if spec.options.get("encoding_errors") or (text_column and "field" in spec.options):
         return None
     encoding = str(spec.options.get("encoding", "utf-8"))
-    return find_unreadable_line(source.local_files.values(), spec.path, encoding, spec.text_column)
+    return find_unreadable_line(files, spec.path, encoding, text_column)
 
 
 def _bad_line_error(key: str, spec: DatasetSpec, bad: BadLine) -> ConfigError:
