@@ -27,27 +27,15 @@ from typing import Any
 
 import lightning as L
 import torch
+from default_data import default_data  # benchmarks/default_data.py, beside this script
 
 from src.config import ModelConfig, Params, load_params
-from src.data.token_files import read_token_manifest
 from src.models.causal_lm import CausalLM, Vocabulary, build_model
 from src.paths import resolve_path
+from src.train.reporting import bits_per_byte
 from src.train.trainer_settings import trainer_settings
-from src.utils.environment import configure_environment
 
 CALIBRATION_STEPS = 10
-
-
-def validation_bytes(params: Params) -> int:
-    """UTF-8 bytes of the validation documents of the default dataset (the separators are not text)."""
-    manifest = read_token_manifest(params.paths.tokenized_dir(params.tokenize.tokenizer))
-    export = params.paths.raw_dir() / manifest.source.dataset
-    text_column = params.download.datasets[manifest.source.dataset].text_column
-    total = 0
-    with (export / "validation.jsonl").open(encoding="utf-8") as rows:
-        for row in rows:
-            total += len(json.loads(row)[text_column].encode("utf-8"))
-    return total
 
 
 def train_for(
@@ -81,22 +69,10 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=120.0, help="training seconds per candidate")
     args = parser.parse_args()
     params = load_params()
-    configure_environment(model_cache=resolve_path(params.paths.model_cache))
-    from transformers import AutoTokenizer
-
-    from src.data.token_data import TokenDataModule
-
-    token_dir = params.paths.tokenized_dir(params.tokenize.tokenizer)
-    manifest = read_token_manifest(token_dir)
-    vocab = Vocabulary(manifest.tokenizer.vocab_size, manifest.tokenizer.eos_id)
-    tokenizer = AutoTokenizer.from_pretrained(str(token_dir / "tokenizer"))
+    token_dir, manifest, vocab, data = default_data(params)
     t = params.train
-    data = TokenDataModule(
-        token_dir, tokenizer, batch_size=t.batch_size, max_length=t.max_length, seed=t.seed
-    )
-    data.setup("fit")
-    scored_tokens = len(data.val_tokens) - 1  # every validation token but the first is predicted once
-    text_bytes = validation_bytes(params)
+    predicted = len(data.val_tokens) - 1  # validation predicts every token but the first once
+    text_bytes = manifest.splits["validation"].text_bytes
     candidates = {
         "gpt2": params.model,
         "llama": dataclasses.replace(params.model, architecture="llama"),
@@ -117,7 +93,7 @@ def main() -> None:
             "seconds": round(seconds, 1),
             "tokens_per_s": round(steps * t.batch_size * t.max_length / seconds),
             "val_loss": round(val_loss, 4),
-            "val_bpb": round(val_loss * scored_tokens / (math.log(2) * text_bytes), 4),
+            "val_bpb": round(bits_per_byte(val_loss * predicted, text_bytes), 4),
         }
     print(
         json.dumps(

@@ -16,12 +16,10 @@ import time
 
 import lightning as L
 import torch
+from default_data import default_data  # benchmarks/default_data.py, beside this script
 
 from src.config import load_params
-from src.data.token_files import read_token_manifest
-from src.models.causal_lm import CausalLM, Vocabulary, build_model
-from src.paths import resolve_path
-from src.utils.environment import configure_environment
+from src.models.causal_lm import CausalLM, build_model
 
 WARMUP_STEPS = 5
 
@@ -92,19 +90,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="timed steps per path (after 5 warmup steps)")
     args = parser.parse_args()
     params = load_params()
-    configure_environment(model_cache=resolve_path(params.paths.model_cache))
-    from transformers import AutoTokenizer
-
-    from src.data.token_data import TokenDataModule
-
-    token_dir = params.paths.tokenized_dir(params.tokenize.tokenizer)
-    manifest = read_token_manifest(token_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(token_dir / "tokenizer"))
-    vocab = Vocabulary(manifest.tokenizer.vocab_size, manifest.tokenizer.eos_id)
-    data = TokenDataModule(
-        token_dir, tokenizer, batch_size=params.train.batch_size, max_length=params.train.max_length
-    )
-    data.setup("fit")
+    token_dir, _, vocab, data = default_data(params)
     rates = {}
     for name, measure in (("plain_torch", plain_rate), ("lightning", lightning_rate)):
         L.seed_everything(0, verbose=False)
