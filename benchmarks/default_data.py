@@ -14,14 +14,14 @@ from src.utils.environment import configure_environment
 
 
 def default_data(params: Params) -> tuple[Path, TokenManifest, Vocabulary, Any]:
-    """The token folder of ``tokenize.*``, its manifest and vocabulary, and the data module over it
-    (set up for fitting, with the batch, context and seed of ``train.*``)."""
+    """The token folder of ``tokenize.*`` (its first dataset), its manifest and vocabulary, and the
+    data module over it (set up for fitting, with the batch, context and seed of ``train.*``)."""
     configure_environment(model_cache=resolve_path(params.paths.model_cache))
     from transformers import AutoTokenizer
 
     from src.data.token_data import TokenDataModule
 
-    token_dir = params.paths.tokenized_dir(params.tokenize.tokenizer)
+    token_dir = params.paths.token_dir(params.tokenize.tokenizer, params.tokenize.datasets[0])
     manifest = read_token_manifest(token_dir)
     vocab = Vocabulary(manifest.tokenizer.vocab_size, manifest.tokenizer.eos_id)
     tokenizer = AutoTokenizer.from_pretrained(str(token_dir / "tokenizer"))

@@ -71,7 +71,7 @@ def main() -> None:
     params = load_params()
     token_dir, manifest, vocab, data = default_data(params)
     t = params.train
-    predicted = len(data.val_tokens) - 1  # validation predicts every token but the first once
+    predicted = len(data.val_splits[0]) - 1  # validation predicts every token but the first once
     text_bytes = manifest.splits["validation"].text_bytes
     candidates = {
         "gpt2": params.model,

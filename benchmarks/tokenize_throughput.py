@@ -1,6 +1,6 @@
 """Tokenize-stage throughput and memory, against a ceiling and the common recipe. Prints one JSON line.
 
-Measured on the default corpus (the download export of ``tokenize.dataset``)
+Measured on the default corpus (the download export of the first of ``tokenize.datasets``)
 repeated to make it bigger, with the BPE vocabulary of ``params.yaml``:
 
 * ``stage``: the stage's own code (read the export, encode, write the token file),
@@ -158,7 +158,7 @@ def main() -> None:
         return
 
     params = load_params()
-    source = params.paths.raw_dir() / params.tokenize.dataset
+    source = params.paths.raw_dir() / params.tokenize.datasets[0]
     if not (source / "manifest.json").is_file():
         sys.exit(f"{source}: no export; run `dvc repro download` first")
     threads = available_cores()

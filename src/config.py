@@ -8,6 +8,7 @@ impossible values before any work starts.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -56,8 +57,13 @@ class PathsConfig:
         return resolve_path(self.cache_dir, root) / "raw"
 
     def tokenized_dir(self, tokenizer: str, root: Path = PROJECT_ROOT) -> Path:
-        """``<cache_dir>/tokenized/<tokenizer>``: token files, tokenizer files and manifest."""
+        """``<cache_dir>/tokenized/<tokenizer>``: one token folder per dataset."""
         return resolve_path(self.cache_dir, root) / "tokenized" / tokenizer
+
+    def token_dir(self, tokenizer: str, dataset: str, root: Path = PROJECT_ROOT) -> Path:
+        """``<cache_dir>/tokenized/<tokenizer>/<dataset>``: one dataset's token files, its manifest and
+        the tokenizer's files."""
+        return self.tokenized_dir(tokenizer, root) / dataset
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,7 @@ class DownloadConfig:
             raise FieldError(f"local.{both[0]}", "the name is also in download.datasets; rename one")
 
     def all_datasets(self) -> dict[str, DatasetSpec]:
-        """Every dataset, ``datasets`` then ``local``: the names ``tokenize.dataset`` can take."""
+        """Every dataset, ``datasets`` then ``local``: the names ``tokenize.datasets`` can list."""
         return {**self.datasets, **self.local}
 
     def key_of(self, name: str) -> str:
@@ -135,10 +141,13 @@ class DownloadConfig:
 
 @dataclass(frozen=True)
 class TokenizeConfig:
-    """The tokenize stage: which export to encode, with which tokenizer."""
+    """The tokenize stage: which exports to encode, with which tokenizer."""
 
-    dataset: str = "kjv"
-    """The export to tokenize: a name from ``download.datasets``."""
+    datasets: tuple[str, ...] = ("kjv",)
+    """The exports to tokenize (names from ``download.datasets`` or ``download.local``), each into its
+    own folder ``<cache_dir>/tokenized/<tokenizer>/<dataset>/`` by its own stage ``tokenize@<dataset>``:
+    adding one never re-encodes the others. Training mixes all of them (``train.mixture``). The trained
+    BPE learns from the train split of the first one."""
     tokenizer: str = "bpe"
     """``bpe`` trains a byte-level BPE on the training split; anything else is a Hub tokenizer
     name (``gpt2``) or a tokenizer folder relative to the project root. Tokens go to
@@ -156,6 +165,11 @@ class TokenizeConfig:
     """Encoding threads; 0 uses every core. The output bytes do not depend on it."""
 
     def __post_init__(self) -> None:
+        if not self.datasets:
+            raise FieldError("datasets", "name at least one dataset to tokenize")
+        repeated = sorted({name for name in self.datasets if self.datasets.count(name) > 1})
+        if repeated:
+            raise FieldError("datasets", f"{repeated[0]!r} is listed twice")
         name = PurePosixPath(self.tokenizer)
         if not self.tokenizer or name.is_absolute() or ".." in name.parts:
             raise FieldError(
@@ -253,8 +267,17 @@ class TrainConfig:
     """Tokens to generate for the sample."""
     num_workers: int = setting(0, within="[0, 256]")
     """Data-loader worker processes (0 loads in the training process)."""
+    mixture: dict[str, float] = field(default_factory=dict)
+    """Share of training windows drawn from each dataset of ``tokenize.datasets``, e.g. ``{kjv: 0.7,
+    notes: 0.3}`` (normalised; 0 = validated on, not trained on). Empty = proportional to each
+    dataset's training tokens (one dataset: all of them)."""
 
     def __post_init__(self) -> None:
+        for name, weight in self.mixture.items():
+            if not isinstance(weight, int | float) or isinstance(weight, bool) or not 0 <= weight < math.inf:
+                raise FieldError(f"mixture.{name}", f"expected a weight >= 0, got {weight!r}")
+        if self.mixture and not any(self.mixture.values()):
+            raise FieldError("mixture", "at least one weight must be above 0")
         if self.checkpoint_every % self.eval_every:
             raise FieldError(
                 "checkpoint_every",
@@ -336,12 +359,22 @@ class Params:
     """MLflow tracking."""
 
     def __post_init__(self) -> None:
-        if self.tokenize.dataset not in self.download.all_datasets():
-            known = ", ".join(self.download.all_datasets())
-            raise FieldError(
-                "tokenize.dataset",
-                f"{self.tokenize.dataset!r} is not in download.datasets or download.local ({known})",
+        known = self.download.all_datasets()
+        for name in self.tokenize.datasets:
+            if name not in known:
+                raise FieldError(
+                    "tokenize.datasets",
+                    f"{name!r} is not in download.datasets or download.local ({', '.join(known)})",
+                )
+        mixture, tokenized = set(self.train.mixture), set(self.tokenize.datasets)
+        if mixture and mixture != tokenized:
+            extra, missing = sorted(mixture - tokenized), sorted(tokenized - mixture)
+            problem = (
+                f"{extra[0]!r} is not in tokenize.datasets; add it there"
+                if extra
+                else f"no weight for {missing[0]!r} of tokenize.datasets; give it one (0 = validate only)"
             )
+            raise FieldError("train.mixture", problem)
 
 
 def available_cores() -> int:

@@ -292,7 +292,7 @@ def http_server(tmp_path: Path) -> Iterator[StaticServer]:
 @pytest.fixture(scope="session")
 def two_local_datasets() -> Callable[[Path], dict]:
     """``two_local_datasets(folder)``: params data whose ``download.datasets`` are two small text
-    files written into ``folder`` (``first`` and ``second``; ``tokenize.dataset`` is ``first``)."""
+    files written into ``folder`` (``first`` and ``second``; ``tokenize.datasets`` is ``[first]``)."""
 
     def make(folder: Path) -> dict:
         from src.config import PARAMS_FILE
@@ -302,7 +302,7 @@ def two_local_datasets() -> Callable[[Path], dict]:
         for name in ("first", "second"):
             (folder / f"{name}.txt").write_text("".join(f"{name} line {i}\n" for i in range(20)))
             data["download"]["datasets"][name] = {"path": "text", "data_files": str(folder / f"{name}.txt")}
-        data["tokenize"]["dataset"] = "first"
+        data["tokenize"]["datasets"] = ["first"]
         return data
 
     return make
@@ -337,7 +337,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The first 3,000 KJV verses, downloaded, exported and tokenized once for the whole session.
 
     Read-only: ``corpus`` (the source file), ``cache_dir`` (``raw/kjv`` export,
-    ``tokenized/bpe`` tokens, the Hugging Face cache), ``export`` and ``tokens``.
+    ``tokenized/bpe/kjv`` tokens, the Hugging Face cache), ``export`` and ``tokens``.
     """
     from src.config import load_params
     from src.data.download import download_all
@@ -355,7 +355,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     params_file.write_text(yaml.safe_dump(_tiny_params(scratch, cache_dir, corpus), sort_keys=False))
     params = load_params(params_file)
     export = download_all(params)["kjv"]
-    tokens = tokenize_from_params(params)
+    tokens = tokenize_from_params(params, "kjv")
     share_read_only(folder)
     return SimpleNamespace(corpus=corpus, cache_dir=cache_dir, export=export, tokens=tokens)
 
@@ -368,7 +368,7 @@ def tiny_export(tiny_data: SimpleNamespace) -> Path:
 
 @pytest.fixture
 def token_dir(tiny_data: SimpleNamespace) -> Path:
-    """The shared tokens of the tiny corpus (``tokenized/bpe``): read them, never write them."""
+    """The shared tokens of the tiny corpus (``tokenized/bpe/kjv``): read them, never write them."""
     return tiny_data.tokens
 
 
@@ -397,7 +397,7 @@ def make_params(tiny_data: SimpleNamespace) -> Callable[..., Path]:
         if data in ("copy", "export"):
             shutil.copytree(tiny_data.export, cache_dir / "raw" / "kjv")
         if data == "copy":
-            shutil.copytree(tiny_data.tokens, cache_dir / "tokenized" / "bpe")
+            shutil.copytree(tiny_data.tokens, cache_dir / "tokenized" / "bpe" / "kjv")
         elif data not in ("shared", "export", "empty"):
             raise ValueError(f"data: {data!r}")
         params = _tiny_params(folder, cache_dir, tiny_data.corpus)

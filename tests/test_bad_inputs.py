@@ -62,7 +62,7 @@ class Project:
 
     @property
     def tokens(self) -> Path:
-        return self.path("cache_dir") / "tokenized" / "bpe"
+        return self.path("cache_dir") / "tokenized" / "bpe" / "kjv"
 
     @property
     def run_folder(self) -> Path:
@@ -449,7 +449,8 @@ CASES = [
     Case("unknown-key-tokenize", T, edit("tokenize", vocab=600), "tokenize.vocab: unknown key"),
     Case("wrong-type-vocab-size", T, edit("tokenize", vocab_size="big"), "tokenize.vocab_size: expected"),
     Case("eos-not-special", T, edit("tokenize", special_tokens=["<pad>"]), "tokenize.eos_token: '<|endof"),
-    Case("dataset-not-downloaded", T, edit("tokenize", dataset="wiki"), "tokenize.dataset: 'wiki' is not"),
+    Case("dataset-not-downloaded", T, edit("tokenize", datasets=["wiki"]), "tokenize.datasets: 'wiki' is"),
+    Case("mixture-names-unknown", R, edit("train", mixture={"wiki": 1}), "train.mixture: 'wiki' is not in"),
     Case("params-not-utf8", T, raw_params(b"train:\n  lr: caf\xe9\n"), "(line 2): byte 0xe9 is not UTF-8"),
     # -- the train stage and python src/train/train.py: start-up checks, tokens, checkpoints, MLflow
     Case("gpu-without-gpu", R, edit("train", accelerator="gpu"), "train.accelerator: gpu, but", True, NO_GPU),
@@ -468,13 +469,13 @@ CASES = [
     Case("damaged-mlflow-store", P, damaged_store, "mlflow.tracking_uri: cannot use the MLflow", True),
     Case("read-only-mlflow-store", P, read_only_store, "mlflow.tracking_uri: cannot", needs=PERMISSIONS),
     Case("mlflow-store-under-a-file", P, store_under_a_file, "mlflow.tracking_uri: cannot write"),
-    Case("missing-tokens", R, remove("tokens/"), "bpe/manifest.json: not found; run `dvc repro tokenize`"),
-    Case("truncated-train-bin", P, damage(TRAIN_BIN, cut_short), "bpe/train.bin: truncated or damaged", True),
-    Case("same-size-corrupted-tokens", P, damage(TRAIN_BIN, zero_first_half), "bpe/train.bin: its bytes"),
-    Case("corrupted-token-manifest", P, damage(TOKEN_MANIFEST, cut_short), "bpe/manifest.json: not valid"),
+    Case("missing-tokens", R, remove("tokens/"), "kjv/manifest.json: not found; run `dvc repro tokenize`"),
+    Case("truncated-train-bin", P, damage(TRAIN_BIN, cut_short), "kjv/train.bin: truncated or damaged", True),
+    Case("same-size-corrupted-tokens", P, damage(TRAIN_BIN, zero_first_half), "bpe/kjv/train.bin: its bytes"),
+    Case("corrupted-token-manifest", P, damage(TOKEN_MANIFEST, cut_short), "kjv/manifest.json: not valid"),
     Case("token-manifest-of-other-format", P, damage(TOKEN_MANIFEST, format_blocks), "in another format"),
     Case("tokens-of-another-tokenizer", P, other_tokenizer, "tokens were made by tokenizer"),
-    Case("tokenizer-files-missing", R, remove(TOKENIZER_JSON), "bpe/tokenizer: cannot load the tokenizer"),
+    Case("tokenizer-files-missing", R, remove(TOKENIZER_JSON), "kjv/tokenizer: cannot load the tokenizer"),
     Case("planted-pickle-checkpoint", P, planted_pickle, "999.ckpt: refused", absent=("file:ran",)),
     Case("checkpoint-of-another-shape", P, foreign_checkpoint, "configuration (model.n_embd: 32 -> 16)"),
     Case("missing-pretrained-folder", P, edit("model", pretrained="./m"), "model.pretrained: folder m does"),
@@ -549,7 +550,7 @@ def run_in_process(
             with argv(str(script), "--params", str(project.params_file), *logs, *args):
                 runpy.run_path(str(script), run_name="__main__")
         else:
-            with argv(f"stages/{case.command}.py", *(args or (["kjv"] if case.command == D else []))):
+            with argv(f"stages/{case.command}.py", *(args or (["kjv"] if case.command in (D, T) else []))):
                 runpy.run_module(f"stages.{case.command}", run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as stop:
@@ -576,7 +577,7 @@ def run_subprocess(case: Case, project: Project, python_runner, train_command, d
         result = python_runner(*command[1:], cwd=project.root)
     else:
         code_copy(project)
-        stage_args = args or (["kjv"] if case.command == D else [])
+        stage_args = args or (["kjv"] if case.command in (D, T) else [])
         result = python_runner("-m", f"stages.{case.command}", *stage_args, cwd=project.root)
     return Outcome(result.returncode, result.stdout + result.stderr)
 

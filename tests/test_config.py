@@ -69,9 +69,18 @@ def test_repository_params_file_validates() -> None:
         ("download.datasets", {}, "download.datasets: list at least one dataset to download"),
         ("download", "kjv", "download: expected a mapping of settings, got 'kjv'"),
         (
-            "tokenize.dataset",
-            "nope",
-            "tokenize.dataset: 'nope' is not in download.datasets or download.local (kjv)",
+            "tokenize.datasets",
+            ["nope"],
+            "tokenize.datasets: 'nope' is not in download.datasets or download.local (kjv)",
+        ),
+        ("tokenize.datasets", [], "tokenize.datasets: name at least one dataset to tokenize"),
+        ("tokenize.datasets", ["kjv", "kjv"], "tokenize.datasets: 'kjv' is listed twice"),
+        ("train.mixture", {"kjv": -1}, "train.mixture.kjv: expected a weight >= 0, got -1.0"),
+        ("train.mixture", {"kjv": 0}, "train.mixture: at least one weight must be above 0"),
+        (
+            "train.mixture",
+            {"kjv": 1, "notes": 1},
+            "train.mixture: 'notes' is not in tokenize.datasets; add it there",
         ),
         (
             "tokenize.special_tokens",

@@ -28,7 +28,7 @@ def out_hash(project: Path, stage: str) -> str:
     return lock["stages"][stage]["outs"][0]["md5"]
 
 
-DATA_STAGES = ("download@kjv", "tokenize")
+DATA_STAGES = ("download@kjv", "tokenize@kjv")
 
 
 def committed_hashes(project: Path) -> dict[str, str]:
@@ -65,12 +65,12 @@ def test_a_split_change_reruns_download_and_invalidates_what_follows(dvc, dvc_pr
     params = dvc_project / "params.yaml"
     params.write_text(params.read_text().replace("validation_fraction: 0.02", "validation_fraction: 0.05"))
     status = dvc(dvc_project, "status").stdout
-    assert "download@kjv:" in status and "tokenize:" not in status and "train:" not in status
+    assert "download@kjv:" in status and "tokenize@kjv:" not in status and "train:" not in status
     run = dvc(dvc_project, "repro", "download@kjv")
     assert "Running stage 'download@kjv'" in run.stdout
     assert out_hash(dvc_project, "download@kjv") != before
     status = dvc(dvc_project, "status").stdout
-    assert "download@kjv:" not in status and "tokenize:" in status and "data/main_cache/raw/kjv" in status
+    assert "download@kjv:" not in status and "tokenize@kjv:" in status and "data/main_cache/raw/kjv" in status
 
 
 def test_bad_param_fails_with_one_line_and_keeps_the_export(dvc, dvc_project: Path, folder_bytes) -> None:
@@ -90,14 +90,14 @@ def test_changing_the_vocabulary_reruns_tokenize_and_train_only(dvc, dvc_project
     params = dvc_project / "params.yaml"
     params.write_text(params.read_text().replace("vocab_size: 8192", "vocab_size: 4096"))
     status = dvc(dvc_project, "status").stdout
-    assert "tokenize:" in status and "download@kjv:" not in status
+    assert "tokenize@kjv:" in status and "download@kjv:" not in status
     params.write_text(params.read_text().replace("vocab_size: 4096", "vocab_size: 8192"))
 
-    tokens_before = out_hash(dvc_project, "tokenize")
+    tokens_before = out_hash(dvc_project, "tokenize@kjv")
     run = dvc(dvc_project, "exp", "run", "-S", "tokenize.vocab_size=4096")
-    assert "Running stage 'tokenize'" in run.stdout and "Running stage 'train'" in run.stdout
+    assert "Running stage 'tokenize@kjv'" in run.stdout and "Running stage 'train'" in run.stdout
     assert "Running stage 'download@kjv'" not in run.stdout
-    assert out_hash(dvc_project, "tokenize") != tokens_before
+    assert out_hash(dvc_project, "tokenize@kjv") != tokens_before
 
 
 def test_seed_data_module_snippet_runs_from_the_project_root(dvc, dvc_project: Path) -> None:
@@ -105,7 +105,7 @@ def test_seed_data_module_snippet_runs_from_the_project_root(dvc, dvc_project: P
 from src.data.data_manager import LightningDataModule
 from transformers import AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("data/main_cache/tokenized/bpe/tokenizer")
+tokenizer = AutoTokenizer.from_pretrained("data/main_cache/tokenized/bpe/kjv/tokenizer")
 dm = LightningDataModule(tokenizer=tokenizer, dataset_configs={"kjv": {}}, batch_size=8, max_length=128)
 dm.prepare_data()
 dm.setup("fit")
@@ -125,7 +125,8 @@ def test_training_changes_rerun_train_only(dvc, dvc_project: Path, change: str) 
     model = out_hash(dvc_project, "train")
     run = dvc(dvc_project, "exp", "run", "-S", change)
     assert "Running stage 'train'" in run.stdout
-    assert "Running stage 'tokenize'" not in run.stdout and "Running stage 'download@kjv'" not in run.stdout
+    assert "Running stage 'tokenize@kjv'" not in run.stdout
+    assert "Running stage 'download@kjv'" not in run.stdout
     assert {stage: out_hash(dvc_project, stage) for stage in DATA_STAGES} == data
     assert out_hash(dvc_project, "train") != model
     shown = json.loads(dvc(dvc_project, "exp", "show", "--json").stdout)
@@ -219,8 +220,8 @@ def test_gpt2s_special_token_configuration_end_to_end(dvc, dvc_project: Path, gp
     params = dvc_project / "params.yaml"
     params.write_text(params.read_text().replace("tokenizer: bpe", "tokenizer: tokenizers/gpt2"))
     run = dvc(dvc_project, "repro")
-    assert stages_run(run) == ["check_params", "tokenize", "train"]
-    token_dir = dvc_project / "data" / "main_cache" / "tokenized" / "tokenizers" / "gpt2"
+    assert stages_run(run) == ["check_params", "tokenize@kjv", "train"]
+    token_dir = dvc_project / "data" / "main_cache" / "tokenized" / "tokenizers" / "gpt2" / "kjv"
     manifest = json.loads((token_dir / "manifest.json").read_text())["tokenizer"]
     assert manifest["eos_token"] == "<|endoftext|>"
     assert manifest["eos_id"] == manifest["vocab_size"] - 1 == 399

@@ -110,7 +110,7 @@ def test_queued_experiments_run_in_parallel_with_one_mlflow_run_each(
     for name in found:  # the cached download and tokenize outputs were reused
         log = dvc(project, "queue", "logs", name).stdout
         assert "Running stage 'train'" in log
-        assert "Running stage 'tokenize'" not in log and "Running stage 'download@kjv'" not in log
+        assert "Running stage 'tokenize@kjv'" not in log and "Running stage 'download@kjv'" not in log
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("lmpipe")
@@ -119,13 +119,13 @@ def test_queued_experiments_run_in_parallel_with_one_mlflow_run_each(
     for run in runs:
         by_name.setdefault(run.info.run_name, []).append(run)
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    tokens_md5 = lock["stages"]["tokenize"]["outs"][0]["md5"]
+    tokens_md5 = lock["stages"]["tokenize@kjv"]["outs"][0]["md5"]
     for name, exp in found.items():
         (run,) = by_name[name]  # exactly one run per experiment, named after it
         assert run.info.status == "FINISHED"
         assert run.data.tags["dvc.exp_name"] == name
         assert len(run.data.tags["dvc.baseline_rev"]) == 40
-        assert run.data.tags["dvc.tokenized.md5"] == tokens_md5
+        assert run.data.tags["dvc.tokenized.kjv.md5"] == tokens_md5
         assert float(run.data.params["train.lr"]) == float(exp["params"]["train"]["lr"])
         for key, value in exp["metrics"].items():
             assert run.data.metrics[key] == pytest.approx(value), (name, key)

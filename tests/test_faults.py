@@ -114,7 +114,7 @@ def outputs(project: Path) -> dict[str, object]:
     checkpoints = project / "data" / "checkpoints"
     return {
         "export": digests(project / "data" / "main_cache" / "raw" / "kjv"),
-        "tokens": digests(project / "data" / "main_cache" / "tokenized" / "bpe"),
+        "tokens": digests(project / "data" / "main_cache" / "tokenized" / "bpe" / "kjv"),
         "model": digests(project / "data" / "model"),
         "plots": digests(project / "plots"),
         "metrics": metrics,

@@ -1,6 +1,6 @@
-"""Training and validation windows from a token folder, as a Lightning data module.
+"""Training and validation windows from one or more token folders, as a Lightning data module.
 
-This module only reads: it memory-maps the token files the tokenize stage
+This module only reads: it memory-maps the token files the tokenize stages
 wrote, after checking that they belong to the given tokenizer and are complete.
 The train stage uses it as it is; the seed's
 :class:`~src.data.data_manager.LightningDataModule` adds ``prepare_data`` (download
@@ -9,28 +9,34 @@ and tokenize when needed) on top.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from src.data.manifests import TokenManifest
+from src.data.mixture import mixture_weights
 from src.data.raw_export import TRAIN, VALIDATION
 from src.data.token_files import check_tokenizer, open_tokens, read_token_manifest, verify_token_files
 from src.data.tokenizer_setup import tokenizer_fingerprint
-from src.data.windows import TokenWindows, ValidationWindows, WindowSampler
+from src.data.windows import SourceValidation, TokenWindows, WindowSampler
 from src.errors import ConfigError
 
 
 class TokenDataModule(L.LightningDataModule):
-    """Seeded, resumable training windows and fixed validation windows over one token folder."""
+    """Seeded, resumable training windows mixed from one or more token folders, and fixed
+    validation windows of each (batches never mix sources, so the loss is known per source)."""
 
     def __init__(
         self,
-        token_dir: Path,
+        token_dirs: Path | Mapping[str, Path],
         tokenizer: Any,
         *,
+        weights: Mapping[str, float] | None = None,
         batch_size: int = 8,
         max_length: int = 128,
         seed: int = 0,
@@ -38,10 +44,13 @@ class TokenDataModule(L.LightningDataModule):
     ) -> None:
         """
         Args:
-            token_dir: ``<cache_dir>/tokenized/<tokenizer>``, as the tokenize stage writes it.
+            token_dirs: ``{dataset: <cache_dir>/tokenized/<tokenizer>/<dataset>}`` as the tokenize stage
+                writes them (one folder alone is named after the dataset in its manifest).
             tokenizer: the tokenizer the tokens must have been made with.
+            weights: share of training windows per dataset (``train.mixture``); default proportional
+                to their training tokens.
             batch_size, max_length: per-device batch size and window length in tokens.
-            seed: seed of the training window order (a pure function of seed, epoch, position).
+            seed: seed of the training window order (a pure function of seed and position).
             num_workers: data-loader worker processes.
         """
         super().__init__()
@@ -49,23 +58,32 @@ class TokenDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"batch_size / max_length: expected >= 1 / >= 2, got {batch_size} / {max_length}"
             )
-        self.token_dir = token_dir
+        self.token_dirs = dict(token_dirs) if isinstance(token_dirs, Mapping) else {None: token_dirs}
         self.tokenizer = tokenizer
+        self.mixture = dict(weights or {})
         self.batch_size, self.max_length = batch_size, max_length
         self.seed, self.num_workers = seed, num_workers
         self.train_start = 0
         """Training windows this rank already consumed (set when resuming)."""
         self.train_length: int | None = None
-        """Training windows to yield (default: one epoch)."""
+        """Training windows to yield (default: one epoch of all sources)."""
 
     def setup(self, stage: str | None = None) -> None:
         """Memory-map the token files after checking they belong to this tokenizer and are complete."""
-        manifest = read_token_manifest(self.token_dir)
-        check_tokenizer(self.token_dir, manifest, tokenizer_fingerprint(self.tokenizer))
-        verify_token_files(self.token_dir, manifest)  # hashed once per file, remembered after
-        self.manifest = manifest
-        self.train_tokens = open_tokens(self.token_dir, TRAIN, manifest)
-        self.val_tokens = open_tokens(self.token_dir, VALIDATION, manifest)
+        fingerprint = tokenizer_fingerprint(self.tokenizer)
+        self.names: list[str] = []
+        self.manifests: list[TokenManifest] = []
+        self.train_splits: list[np.memmap] = []
+        self.val_splits: list[np.memmap] = []
+        for name, token_dir in self.token_dirs.items():
+            manifest = read_token_manifest(token_dir)
+            check_tokenizer(token_dir, manifest, fingerprint)
+            verify_token_files(token_dir, manifest)  # hashed once per file, remembered after
+            self.names.append(name or manifest.source.dataset)
+            self.manifests.append(manifest)
+            self.train_splits.append(open_tokens(token_dir, TRAIN, manifest))
+            self.val_splits.append(open_tokens(token_dir, VALIDATION, manifest))
+        self.weights = mixture_weights(self.names, [len(t) for t in self.train_splits], self.mixture)
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer  # set by Lightning when it runs this module; None in a notebook
@@ -74,16 +92,18 @@ class TokenDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank()
         sampler = WindowSampler(
-            len(self.train_tokens),
+            [len(tokens) for tokens in self.train_splits],
             self.max_length,
             self.seed,
+            weights=self.weights,
+            names=self.names,
             start=self.train_start,
             length=self.train_length,
             rank=rank,
             world_size=world_size,
         )
         return DataLoader(
-            TokenWindows(self.train_tokens, self.max_length),
+            TokenWindows(self.train_splits, self.max_length),
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
@@ -92,12 +112,10 @@ class TokenDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        windows = ValidationWindows(self.val_tokens, self.max_length)
-        rank, world_size = self._rank()
+        windows = SourceValidation(self.val_splits, self.max_length)
         return DataLoader(
             windows,
-            batch_size=self.batch_size,
-            sampler=windows.padded(rank, world_size),  # each rank scores its share; sums are reduced
+            batch_sampler=windows.batches(self.batch_size, *self._rank()),  # sums are reduced over ranks
             num_workers=self.num_workers,
             generator=self._loader_generator(),
         )

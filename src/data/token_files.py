@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,18 @@ from src.utils.files import sha256_file, write_text_atomic
 
 TOKENIZER_DIR = "tokenizer"
 UINT16_MAX_VOCAB = 65_535
+
+
+@dataclass(frozen=True)
+class TokenFolder:
+    """One dataset's tokens, as the run reads them."""
+
+    name: str
+    """The dataset (``tokenize.datasets``), and the source name in per-source metrics."""
+    path: Path
+    manifest: TokenManifest
+    manifest_sha256: str
+    """SHA-256 of the token manifest, which names the hash of every token file."""
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

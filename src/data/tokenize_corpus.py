@@ -226,27 +226,40 @@ def tokenize_export(
     return manifest
 
 
-def tokenize_from_params(params: Params) -> Path:
-    """The tokenize stage: get the tokenizer ``params.tokenize`` names and tokenize its export."""
+def tokenize_from_params(params: Params, dataset: str) -> Path:
+    """The stage ``tokenize@<dataset>``: get the tokenizer ``params.tokenize`` names and tokenize one
+    export of ``tokenize.datasets`` into ``<cache_dir>/tokenized/<tokenizer>/<dataset>``.
+
+    The trained BPE learns from the train split of the first dataset of ``tokenize.datasets`` (the
+    training is deterministic, so every dataset's stage makes the same tokenizer).
+    """
     config = params.tokenize
-    export_dir = params.paths.raw_dir() / config.dataset
-    token_dir = params.paths.tokenized_dir(config.tokenizer)
+    if dataset not in config.datasets:
+        raise ConfigError(
+            f"tokenize.datasets: {dataset!r} is not listed ({', '.join(config.datasets)}); add it there"
+        )
+    export_dir = params.paths.raw_dir() / dataset
+    token_dir = params.paths.token_dir(config.tokenizer, dataset)
     check_writable("paths.cache_dir", token_dir, kind="folder")
     export, _ = verified_export(export_dir)
     missing = [split for split in (TRAIN, VALIDATION) if split not in export.splits]
     if missing:
         names = " or ".join(map(repr, missing))
         raise ConfigError(
-            f"download.datasets.{config.dataset}.data_files: the export has no {names} split (it has "
+            f"{params.download.key_of(dataset)}.data_files: the export has no {names} split (it has "
             f"{', '.join(export.splits)}); name the training files train (validation is held out of train "
             "when the source has none), then re-run `dvc repro download`"
         )
     if config.tokenizer == BPE:
-        train = export.splits[TRAIN]
-        log.info("training a byte-level BPE (vocabulary %d) on %s", config.vocab_size, train.file)
-        tokenizer = train_bpe(iter_documents(export_dir / train.file), config, train.rows)
+        corpus = params.paths.raw_dir() / config.datasets[0]
+        train = (export if corpus == export_dir else verified_export(corpus)[0]).splits[TRAIN]
+        log.info("training a byte-level BPE (vocabulary %d) on %s", config.vocab_size, display_path(corpus))
+        tokenizer = train_bpe(iter_documents(corpus / train.file), config, train.rows)
         kill_point("tokenize.tokenizer-trained")
-        kind, eos_token = "byte-level BPE trained on the train split", config.eos_token
+        kind, eos_token = (
+            f"byte-level BPE trained on the train split of {config.datasets[0]}",
+            config.eos_token,
+        )
         settings = {
             "vocab_size": config.vocab_size,
             "min_frequency": config.min_frequency,

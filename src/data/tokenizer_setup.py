@@ -123,7 +123,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 def tokenizer_dir_name(tokenizer: Any) -> str:
     """The folder name under ``tokenized/`` for a tokenizer object (as the seed lays it out).
 
-    A tokenizer loaded from ``tokenized/<name>/tokenizer`` maps back to ``<name>``;
+    A tokenizer loaded from ``tokenized/<name>/<dataset>/tokenizer`` maps back to ``<name>``;
     a Hub tokenizer uses its id; another folder its base name.
     """
     source = str(getattr(tokenizer, "name_or_path", "") or "")
@@ -132,6 +132,6 @@ def tokenizer_dir_name(tokenizer: Any) -> str:
     path = Path(source)
     if path.is_dir():
         if path.name == "tokenizer" and (path.parent / "manifest.json").is_file():
-            return path.parent.name
+            return path.parent.parent.name
         return path.name
     return source

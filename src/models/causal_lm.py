@@ -74,8 +74,11 @@ class CausalLM(L.LightningModule):
         # The compiled wrappers are kept out of the module tree, so state_dict (and every
         # checkpoint) holds the plain weights whether or not compile is on.
         self._forward = [torch.compile(model) if train.compile else model]
-        self.val_text_bytes = 0
-        """UTF-8 bytes of the validation text (token manifest); when set, validation reports bits per byte."""
+        self.val_sources: list[str] = ["validation"]
+        """The names of the validation sources (batches carry a source index; see SourceValidation)."""
+        self.val_text_bytes: list[int] = []
+        """UTF-8 bytes of each source's validation text (token manifests); when set, validation reports
+        bits per byte."""
         self._body: list[nn.Module] = []
         if train.loss_chunk_tokens:
             if reason := unsupported_reason(model):
@@ -100,26 +103,44 @@ class CausalLM(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         labels = batch["labels"]
         loss = self(batch["input_ids"], labels).loss
-        scored = (
-            labels[:, 1:] != IGNORE_INDEX
-        ).sum()  # the model shifts labels: the first position has no target
-        # A batch of padding windows (see ValidationWindows.padded) scores nothing; its mean loss is NaN.
-        self._val_sum += torch.where(scored > 0, loss.detach() * scored, 0.0)
-        self._val_count += scored
+        scored = (labels[:, 1:] != IGNORE_INDEX).sum()  # the model shifts labels: the first has no target
+        # A batch of padding windows (see SourceValidation.batches) scores nothing; its mean loss is NaN.
+        total = torch.where(scored > 0, loss.detach().double() * scored, 0.0)
+        source = (
+            batch["source"][:1] if "source" in batch else torch.zeros(1, dtype=torch.long, device=self.device)
+        )
+        # A batch holds one source's windows: its sums go to that source (no host sync to find which).
+        self._val_sum.index_add_(0, source, total.reshape(1))
+        self._val_count.index_add_(0, source, scored.reshape(1))
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        self._val_count = torch.zeros((), device=self.device, dtype=torch.int64)
+        sources = len(self.val_sources)
+        self._val_sum = torch.zeros(sources, device=self.device, dtype=torch.float64)
+        self._val_count = torch.zeros(sources, device=self.device, dtype=torch.int64)
 
     def on_validation_epoch_end(self) -> None:
-        total = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")
-        count = self.trainer.strategy.reduce(self._val_count.to(torch.float64), reduce_op="sum")
-        val_loss = (total / count.clamp(min=1)).float()
-        self.log("val_loss", val_loss, prog_bar=True, sync_dist=False)
-        self.log("val_perplexity", torch.exp(val_loss.clamp(max=MAX_LOSS_FOR_PERPLEXITY)), sync_dist=False)
+        sums = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")  # (sources,)
+        counts = self.trainer.strategy.reduce(self._val_count.to(torch.float64), reduce_op="sum")
+        for name, metric in self._validation_metrics(sums, counts).items():
+            self.log(name, metric, prog_bar=name in ("val_loss", "val_bpb"), sync_dist=False)
+
+    def _validation_metrics(self, sums: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss (and bits per byte) over all sources, and per source when there are several."""
+        val_loss = (sums.sum() / counts.sum().clamp(min=1)).float()
+        metrics = {
+            "val_loss": val_loss,
+            "val_perplexity": torch.exp(val_loss.clamp(max=MAX_LOSS_FOR_PERPLEXITY)),
+        }
         if self.val_text_bytes:
             # The summed loss in bits over the bytes it predicted: the figure that compares tokenizers.
-            self.log("val_bpb", (total / (math.log(2) * self.val_text_bytes)).float(), sync_dist=False)
+            metrics["val_bpb"] = (sums.sum() / (math.log(2) * sum(self.val_text_bytes))).float()
+        if len(self.val_sources) > 1:
+            for index, name in enumerate(self.val_sources):
+                metrics[f"val_loss/{name}"] = (sums[index] / counts[index].clamp(min=1)).float()
+                if self.val_text_bytes:
+                    bits = sums[index] / (math.log(2) * self.val_text_bytes[index])
+                    metrics[f"val_bpb/{name}"] = bits.float()
+        return metrics
 
     def configure_optimizers(self) -> Any:
         t = self.train_config

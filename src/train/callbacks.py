@@ -148,21 +148,28 @@ class StepRecorder(L.Callback):
             return
         val_loss = float(trainer.callback_metrics["val_loss"])
         result = {"val_loss": val_loss, "val_perplexity": perplexity(val_loss)}
-        if "val_bpb" in trainer.callback_metrics:
-            result["val_bpb"] = float(trainer.callback_metrics["val_bpb"])
+        for name, value in trainer.callback_metrics.items():  # bits per byte; per source with several
+            if name == "val_bpb" or name.startswith(("val_loss/", "val_bpb/")):
+                result[name] = float(value)
         step = self.step(trainer)
         if self.history.val.get(step) == result:
             return  # the final validation of weights already validated at this step: logged once
         self.history.val[step] = result
         if trainer.is_global_zero:
             last = self.history.train[-1] if self.history.train else {}
+            per_source = "".join(
+                f", {name[len('val_loss/') :]} {value:.4f}"
+                for name, value in result.items()
+                if name.startswith("val_loss/")
+            )
             log.info(
-                "step %d/%d: train_loss %.4f, val_loss %.4f (perplexity %.1f), %.0f tokens/s",
+                "step %d/%d: train_loss %.4f, val_loss %.4f (perplexity %.1f%s), %.0f tokens/s",
                 step,
                 self.max_steps,
                 last.get("train_loss", math.nan),
                 val_loss,
                 result["val_perplexity"],
+                per_source,
                 last.get("tokens_per_s", math.nan),
             )
             if self.log_metrics:

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from src.config import Params
+from src.data.mixture import mixture_weights
+from src.data.raw_export import TRAIN
 from src.paths import PROJECT_ROOT, display_path, resolve_path
 from src.train.backends import Backend
 from src.train.outputs import check_output_locations, write_outputs
@@ -98,7 +100,7 @@ def open_run(params: Params, root: Path, inputs: RunInputs) -> RunTracker:
             log.info("continuing MLflow run %s", tracker.run_id)
             tracker.log_missing(resumed.history.tracked())
         else:
-            tags = run_tags(inputs.manifest, inputs.manifest_sha256, inputs.token_dir, root)
+            tags = run_tags(inputs.sources, root)
             tracker.start(run_name, tags, inputs.settings)
             log_training_data(params, root, inputs, tracker)
             if resumed:
@@ -114,15 +116,25 @@ def open_run(params: Params, root: Path, inputs: RunInputs) -> RunTracker:
 
 
 def log_training_data(params: Params, root: Path, inputs: RunInputs, tracker: RunTracker) -> None:
-    """The token folder as the run's MLflow dataset: named like ``tokenized/bpe``, with the token
-    manifest's hash as digest and the export it was made from as source."""
-    manifest = inputs.manifest
+    """Each token folder as one of the run's MLflow datasets: named like ``tokenized/bpe/kjv``, with
+    its token manifest's hash as digest, the export it was made from as source, and its weight."""
     cache_dir = resolve_path(params.paths.cache_dir, root)
-    profile = {f"{split}_tokens": info.tokens for split, info in manifest.splits.items()}
-    profile.update(tokenizer=manifest.tokenizer.name, vocab_size=manifest.tokenizer.vocab_size)
-    tracker.log_dataset(
-        name=inputs.token_dir.relative_to(cache_dir).as_posix(),
-        digest=inputs.manifest_sha256,
-        source=display_path(params.paths.raw_dir(root) / manifest.source.dataset, root),
-        profile=profile,
+    weights = mixture_weights(
+        [source.name for source in inputs.sources],
+        [source.manifest.splits[TRAIN].tokens for source in inputs.sources],
+        params.train.mixture,
     )
+    for source, weight in zip(inputs.sources, weights, strict=True):
+        manifest = source.manifest
+        profile: dict[str, object] = {
+            f"{split}_tokens": info.tokens for split, info in manifest.splits.items()
+        }
+        profile.update(
+            tokenizer=manifest.tokenizer.name, vocab_size=manifest.tokenizer.vocab_size, weight=weight
+        )
+        tracker.log_dataset(
+            name=source.path.relative_to(cache_dir).as_posix(),
+            digest=source.manifest_sha256,
+            source=display_path(params.paths.raw_dir(root) / manifest.source.dataset, root),
+            profile=profile,
+        )

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 
 from src.config import Params
+from src.data.raw_export import VALIDATION
 from src.data.token_data import TokenDataModule
 from src.models.causal_lm import CausalLM, build_model
 from src.models.flops import flops_per_token
@@ -24,7 +25,7 @@ from src.paths import resolve_path, workspace_root
 from src.train.callbacks import PeriodicCheckpoint, RestoreTrainingState, StepRecorder
 from src.train.checkpoints import CheckpointState, rng_states, shaping_settings
 from src.train.history import History
-from src.train.reporting import bits_per_byte, unigram_perplexity
+from src.train.reporting import bits_per_byte, unigram_nats
 from src.train.run_inputs import RunInputs
 from src.train.tracking import RunTracker
 from src.train.trainer_settings import progress_bar, trainer_settings
@@ -61,7 +62,8 @@ def build_module(params: Params, root: Path, inputs: RunInputs) -> CausalLM:
         params.model, inputs.vocabulary, params.train.max_length, model_cache, params.download.hub_timeout_s
     )
     module = CausalLM(model, params.train)
-    module.val_text_bytes = inputs.manifest.splits["validation"].text_bytes
+    module.val_sources = [source.name for source in inputs.sources]
+    module.val_text_bytes = [source.manifest.splits[VALIDATION].text_bytes for source in inputs.sources]
     return module
 
 
@@ -79,8 +81,9 @@ def train_on_rank(
         module.model.load_state_dict(inputs.resumed.model)
 
     data = TokenDataModule(
-        inputs.token_dir,
+        inputs.token_dirs,
         inputs.tokenizer,
+        weights=t.mixture,
         batch_size=t.batch_size,
         max_length=t.max_length,
         seed=t.seed,
@@ -145,17 +148,30 @@ def train_on_rank(
         "train_loss": history.train[-1]["train_loss"] if history.train else math.nan,
         "val_loss": val_loss,
         "val_perplexity": perplexity(val_loss),
-        "unigram_perplexity": unigram_perplexity(data.train_tokens, data.val_tokens, inputs.vocabulary.size),
         "val_bpb": float(final.get("val_bpb", math.nan)),
         "tokens_per_s": history.tokens_seen / history.train_seconds if history.train_seconds else math.nan,
         "steps": t.max_steps,
         "tokens_seen": history.tokens_seen,
     }
-    metrics["unigram_bpb"] = bits_per_byte(
-        math.log(metrics["unigram_perplexity"]) * len(data.val_tokens), module.val_text_bytes
-    )
+    metrics.update({name: float(value) for name, value in final.items() if "/" in name})  # per source
+    metrics.update(unigram_baseline(data, module.val_text_bytes, inputs.vocabulary.size))
     metrics.update(recorder.speed(metrics["tokens_per_s"], trainer.world_size))
     return Outcome(module, history, metrics, model_weights(trainer))
+
+
+def unigram_baseline(data: TokenDataModule, val_text_bytes: list[int], vocab_size: int) -> dict[str, float]:
+    """The unigram model of the training tokens (all sources) on the validation text: its perplexity
+    and bits per byte overall, and bits per byte per source when there are several."""
+    nats = unigram_nats(data.train_splits, data.val_splits, vocab_size)  # per source
+    tokens = sum(len(split) for split in data.val_splits)
+    baseline = {
+        "unigram_perplexity": math.exp(sum(nats) / tokens),
+        "unigram_bpb": bits_per_byte(sum(nats), sum(val_text_bytes)),
+    }
+    if len(data.names) > 1:
+        for name, source_nats, text_bytes in zip(data.names, nats, val_text_bytes, strict=True):
+            baseline[f"unigram_bpb/{name}"] = bits_per_byte(source_nats, text_bytes)
+    return baseline
 
 
 def model_weights(trainer: L.Trainer) -> dict[str, Any]:

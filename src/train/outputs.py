@@ -34,6 +34,11 @@ SUMMARY_METRICS = (
 )
 
 
+def is_summary(metric: str) -> bool:
+    """One value per run (``SUMMARY_METRICS``, and the per-source unigram baselines)."""
+    return metric in SUMMARY_METRICS or metric.startswith("unigram_bpb/")
+
+
 def check_output_locations(params: Params, root: Path) -> None:
     """Refuse, before training, an output that could not be written after it: the model folder,
     metrics.json, the plots and the scratch folder must each be of the right kind and writable."""
@@ -62,7 +67,7 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
     # The curves' last points (train_loss, val_loss, val_perplexity) were logged as they happened; the
     # summaries go at step 0, so the UI shows them as values, not as one dot at the end of a chart.
     # Either way the run's latest values equal metrics.json.
-    summary = {k: metrics[k] for k in SUMMARY_METRICS if math.isfinite(metrics.get(k, math.nan))}
+    summary = {k: v for k, v in metrics.items() if is_summary(k) and math.isfinite(v)}
     tracker.log_metrics(summary, 0, flush=True)
     kill_point("mlflow.summary-logged")
     (root / "tmp").mkdir(exist_ok=True)
@@ -85,6 +90,14 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
         metrics["tokens_per_s"],
         _speed(metrics),
     )
+    for name in sorted(k[len("val_bpb/") :] for k in metrics if k.startswith("val_bpb/")):
+        log.info(
+            "  %s: val_loss %.4f, %.3f bits per byte (unigram baseline %.3f)",
+            name,
+            metrics[f"val_loss/{name}"],
+            metrics[f"val_bpb/{name}"],
+            metrics.get(f"unigram_bpb/{name}", math.nan),
+        )
 
 
 def _speed(metrics: dict[str, float]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,17 @@ import torch
 from src.utils.files import canonical_json, write_text_atomic
 
 
-def unigram_perplexity(train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int) -> float:
-    """Perplexity of the validation tokens under add-one-smoothed train-token frequencies.
-
-    The model has learnt something only if it beats this by a wide margin.
-    """
+def unigram_nats(
+    train_splits: Sequence[np.ndarray], val_splits: Sequence[np.ndarray], vocab_size: int
+) -> list[float]:
+    """Loss (nats, summed) of each validation split under add-one-smoothed frequencies of all the
+    training tokens: the baseline the model must beat by a wide margin to have learnt something."""
     counts = np.ones(vocab_size, dtype=np.float64)
-    for start in range(0, len(train_tokens), 1 << 24):  # chunks keep memory flat on a memory map
-        counts += np.bincount(np.asarray(train_tokens[start : start + (1 << 24)]), minlength=vocab_size)
+    for tokens in train_splits:
+        for start in range(0, len(tokens), 1 << 24):  # chunks keep memory flat on a memory map
+            counts += np.bincount(np.asarray(tokens[start : start + (1 << 24)]), minlength=vocab_size)
     log_probs = np.log(counts / counts.sum())
-    return float(np.exp(-log_probs[np.asarray(val_tokens)].mean()))
+    return [float(-log_probs[np.asarray(tokens)].sum()) for tokens in val_splits]
 
 
 def bits_per_byte(total_nats: float, text_bytes: int) -> float:
@@ -42,7 +44,7 @@ def write_plots(folder: Path, history: Any) -> None:
     plots = (
         ("train_loss.csv", ("step", "train_loss"), history.train),
         ("learning_rate.csv", ("step", "lr"), history.train),
-        ("val_loss.csv", ("step", "val_loss", "val_perplexity", *_present("val_bpb", val_rows)), val_rows),
+        ("val_loss.csv", ("step", "val_loss", "val_perplexity", *_val_columns(val_rows)), val_rows),
     )
     for name, columns, rows in plots:
         buffer = io.StringIO()
@@ -78,9 +80,13 @@ def generate_samples(model: torch.nn.Module, tokenizer: Any, prompt: str, tokens
     )
 
 
-def _present(column: str, rows: list[dict]) -> tuple[str, ...]:
-    """``(column,)`` when every row has it (histories of older checkpoints may not)."""
-    return (column,) if rows and all(column in row for row in rows) else ()
+def _val_columns(rows: list[dict]) -> tuple[str, ...]:
+    """``val_bpb`` and the per-source columns (``val_loss/<source>``, ``val_bpb/<source>``) that every
+    row has (histories of older checkpoints may lack some)."""
+    if not rows:
+        return ()
+    shared = set.intersection(*(set(row) for row in rows)) - {"step", "val_loss", "val_perplexity"}
+    return tuple(sorted(shared, key=lambda name: (name != "val_bpb", name)))
 
 
 def _format(value: float | int) -> str:

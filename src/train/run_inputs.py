@@ -13,9 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from src.config import Params
-from src.data.manifests import MANIFEST, TokenManifest
+from src.data.manifests import MANIFEST
 from src.data.raw_export import TRAIN, VALIDATION
-from src.data.token_files import TOKENIZER_DIR, check_tokenizer, read_token_manifest, verify_token_files
+from src.data.token_files import (
+    TOKENIZER_DIR,
+    TokenFolder,
+    check_tokenizer,
+    read_token_manifest,
+    verify_token_files,
+)
 from src.data.tokenizer_setup import tokenizer_fingerprint
 from src.data.windows import windows_per_epoch
 from src.errors import ConfigError, PipelineError
@@ -36,10 +42,8 @@ TRAIN_STAGE = "stages/train.py"
 class RunInputs:
     """The inputs of one training run, fixed before the first step."""
 
-    token_dir: Path
-    manifest: TokenManifest
-    manifest_sha256: str
-    """SHA-256 of the token manifest, which names the hash of every token file."""
+    sources: tuple[TokenFolder, ...]
+    """The token folders mixed in training (``tokenize.datasets``), in that order."""
     tokenizer: Any
     """The ``transformers`` tokenizer saved with the tokens."""
     settings: dict[str, str]
@@ -58,7 +62,12 @@ class RunInputs:
 
     @property
     def vocabulary(self) -> Vocabulary:
-        return Vocabulary(self.manifest.tokenizer.vocab_size, self.manifest.tokenizer.eos_id)
+        tokenizer = self.sources[0].manifest.tokenizer  # the same in every folder (checked)
+        return Vocabulary(tokenizer.vocab_size, tokenizer.eos_id)
+
+    @property
+    def token_dirs(self) -> dict[str, Path]:
+        return {source.name: source.path for source in self.sources}
 
     def resuming(self, state: CheckpointState | None) -> RunInputs:
         """The same inputs, continuing from ``state``."""
@@ -73,11 +82,12 @@ def training_code_fingerprint() -> str:
     return code_fingerprint(code_dependencies(TRAIN_STAGE), PROJECT_ROOT)
 
 
-def check_windows(params: Params, token_dir: Path, manifest: TokenManifest) -> None:
+def check_windows(params: Params, source: TokenFolder) -> None:
     """Refuse, at start-up, token splits too short for one window of ``train.max_length`` per rank
     (the data module would find out at its first batch, or at the first validation)."""
     length = params.train.max_length
     ranks = params.ray.num_workers if params.ray.use_ray else 1
+    token_dir, manifest = source.path, source.manifest
     for split in (TRAIN, VALIDATION):
         if split not in manifest.splits:
             has = ", ".join(manifest.splits)
@@ -97,24 +107,31 @@ def check_windows(params: Params, token_dir: Path, manifest: TokenManifest) -> N
         raise ConfigError(
             f"train.max_length: {display_path(token_dir / validation.file)} holds {validation.tokens:,} "
             f"validation tokens, fewer than one {length}-token window; lower train.max_length, or hold out "
-            f"more text (download.datasets.{manifest.source.dataset}.validation_fraction)"
+            f"more text ({params.download.key_of(source.name)}.validation_fraction)"
         )
 
 
+def read_token_folder(params: Params, root: Path, name: str) -> TokenFolder:
+    """One dataset's token folder, its files checked against its manifest."""
+    token_dir = params.paths.token_dir(params.tokenize.tokenizer, name, root)
+    manifest = read_token_manifest(token_dir)
+    verify_token_files(token_dir, manifest)  # before anything starts: never train on unchecked bytes
+    source = TokenFolder(name, token_dir, manifest, sha256_file(token_dir / MANIFEST))
+    check_windows(params, source)
+    return source
+
+
 def prepare_run_inputs(params: Params, root: Path) -> RunInputs:
-    """Read the token manifest and tokenizer and fingerprint the run (the resume point comes later)."""
+    """Read the token manifests and tokenizer and fingerprint the run (the resume point comes later)."""
     from transformers import AutoTokenizer
 
     if params.model.pretrained:
         check_folder_exists(params.model.pretrained, key="model.pretrained")  # loaded only after start
-    token_dir = params.paths.tokenized_dir(params.tokenize.tokenizer, root)
-    manifest = read_token_manifest(token_dir)
-    verify_token_files(token_dir, manifest)  # before anything starts: never train on unchecked bytes
-    check_windows(params, token_dir, manifest)
+    sources = tuple(read_token_folder(params, root, name) for name in params.tokenize.datasets)
     settings = flatten(as_plain_dict(params))
-    manifest_sha256 = sha256_file(token_dir / MANIFEST)
-    inputs = {"tokenized data": manifest_sha256, "code": training_code_fingerprint()}
-    tokenizer_dir = token_dir / TOKENIZER_DIR
+    inputs = {f"tokens of {source.name}": source.manifest_sha256 for source in sources}
+    inputs["code"] = training_code_fingerprint()
+    tokenizer_dir = sources[0].path / TOKENIZER_DIR
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     except (OSError, ValueError) as error:
@@ -123,11 +140,11 @@ def prepare_run_inputs(params: Params, root: Path) -> RunInputs:
             f"{display_path(tokenizer_dir)}: cannot load the tokenizer ({reason}); re-run "
             "`dvc repro tokenize` (or `dvc checkout`)"
         ) from None
-    check_tokenizer(token_dir, manifest, tokenizer_fingerprint(tokenizer))
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    for source in sources:  # all made by the one tokenizer: the same ids mean the same text
+        check_tokenizer(source.path, source.manifest, fingerprint)
     return RunInputs(
-        token_dir=token_dir,
-        manifest=manifest,
-        manifest_sha256=manifest_sha256,
+        sources=sources,
         tokenizer=tokenizer,
         settings=settings,
         inputs=inputs,

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from typing import Any
 import yaml
 
 from src.config import MlflowConfig
-from src.data.manifests import MANIFEST, TokenManifest
+from src.data.manifests import MANIFEST
+from src.data.token_files import TokenFolder
 from src.errors import PipelineError
 from src.paths import PROJECT_ROOT, display_path, workspace_root
 from src.utils.faults import kill_point
@@ -393,19 +394,21 @@ def source_tags(root: Path = PROJECT_ROOT) -> dict[str, str]:
     return tags
 
 
-def run_tags(
-    token_manifest: TokenManifest, token_manifest_sha256: str, token_dir: Path, root: Path = PROJECT_ROOT
-) -> dict[str, str]:
-    """Tags that tie a run to its code, its DVC experiment and the exact data it trained on."""
-    tags = {"data.tokens.manifest_sha256": token_manifest_sha256}
-    for split, entry in token_manifest.splits.items():
-        tags[f"data.tokens.{split}_sha256"] = entry.sha256
-    source_manifest = token_manifest.source.files.get(MANIFEST)
-    if source_manifest:
-        tags["data.export.manifest_sha256"] = source_manifest
-    dvc_md5 = locked_out_md5(token_dir, root)
-    if dvc_md5:
-        tags["dvc.tokenized.md5"] = dvc_md5  # the hash ``dvc exp show`` lists for the train stage's data
+def run_tags(sources: Sequence[TokenFolder], root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """Tags that tie a run to its code, its DVC experiment and the exact data it trained on
+    (``data.<dataset>.*`` for each token folder)."""
+    tags = {}
+    for source in sources:
+        prefix = f"data.{source.name}"
+        tags[f"{prefix}.tokens.manifest_sha256"] = source.manifest_sha256
+        for split, entry in source.manifest.splits.items():
+            tags[f"{prefix}.tokens.{split}_sha256"] = entry.sha256
+        source_manifest = source.manifest.source.files.get(MANIFEST)
+        if source_manifest:
+            tags[f"{prefix}.export.manifest_sha256"] = source_manifest
+        dvc_md5 = locked_out_md5(source.path, root)
+        if dvc_md5:
+            tags[f"dvc.tokenized.{source.name}.md5"] = dvc_md5  # as ``dvc.lock`` has it for this folder
     tags.update(source_tags(root))
     if dvc_experiment_name():
         tags[EXP_NAME_TAG] = dvc_experiment_name()

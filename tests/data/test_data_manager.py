@@ -31,8 +31,8 @@ def test_seed_snippet_downloads_tokenizes_once_and_yields_windows(make_params, t
         tokenizer_name="mine",
         params_file=params_file,
     )
-    token_dir = params.paths.tokenized_dir("mine")
-    assert dm.token_dir == token_dir and not token_dir.exists()
+    token_dir = params.paths.token_dir("mine", "kjv")
+    assert dm.token_dirs == {"kjv": token_dir} and not token_dir.exists()
     dm.prepare_data()
     assert (params.paths.raw_dir() / "kjv" / "manifest.json").is_file()
     assert (token_dir / "train.bin").is_file()
@@ -41,14 +41,15 @@ def test_seed_snippet_downloads_tokenizes_once_and_yields_windows(make_params, t
     assert identities(params.paths.raw_dir().parent) == before, "a second prepare_data() does no work"
 
     dm.setup("fit")
-    assert dm.manifest.tokenizer.name == "mine" and dm.manifest.tokenizer.kind == "given to the data module"
+    (manifest,) = dm.manifests
+    assert manifest.tokenizer.name == "mine" and manifest.tokenizer.kind == "given to the data module"
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == (8, 32) and batch["labels"].shape == (8, 32)
 
 
 def test_stale_tokens_are_made_again(make_params, tmp_path: Path) -> None:
     params_file = make_params(tmp_path, data="copy")
-    token_dir = load_params(params_file).paths.tokenized_dir("bpe")
+    token_dir = load_params(params_file).paths.token_dir("bpe", "kjv")
     own = AutoTokenizer.from_pretrained(str(token_dir / "tokenizer"))
     good = (token_dir / "train.bin").read_bytes()
     (token_dir / "train.bin").write_bytes(good[:100])
@@ -69,7 +70,7 @@ def test_tokens_of_another_tokenizer_are_refused(tiny_params_file: Path, token_d
         dm.setup("fit")
     own = AutoTokenizer.from_pretrained(str(token_dir / "tokenizer"))
     dm = LightningDataModule(tokenizer=own, dataset_configs={"kjv": {}}, params_file=tiny_params_file)
-    assert dm.token_dir == token_dir
+    assert dm.token_dirs == {"kjv": token_dir}
     dm.setup("fit")
 
 
@@ -79,9 +80,43 @@ def test_unknown_dataset_needs_a_path(tiny_params_file: Path) -> None:
         ConfigError, match=r"^dataset_configs.nope: not in params.yaml download.datasets; give its 'path'$"
     ):
         LightningDataModule(tokenizer=tokenizer, dataset_configs={"nope": {}}, params_file=tiny_params_file)
-    with pytest.raises(
-        ConfigError, match=r"^dataset_configs: expected exactly one dataset, got \['a', 'b'\]$"
-    ):
+    with pytest.raises(ConfigError, match=r"^dataset_configs: name at least one dataset"):
+        LightningDataModule(tokenizer=tokenizer, dataset_configs={}, params_file=tiny_params_file)
+    with pytest.raises(ConfigError, match=r"^weights: expected one weight per dataset of dataset_configs"):
         LightningDataModule(
-            tokenizer=tokenizer, dataset_configs={"a": {}, "b": {}}, params_file=tiny_params_file
+            tokenizer=tokenizer,
+            dataset_configs={"kjv": {}},
+            weights={"kjv": 1, "b": 1},
+            params_file=tiny_params_file,
         )
+
+
+def test_several_datasets_are_mixed_and_validated_apart(make_params, tmp_path: Path) -> None:
+    """The seed's data module with two datasets: each tokenized into its own folder, training batches
+    drawn from both by weight, validation batches from one source each."""
+    params_file = make_params(tmp_path, data="copy")
+    params = load_params(params_file)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("".join(f"note {i}: the quick brown fox jumps over the lazy dog\n" for i in range(400)))
+    own = AutoTokenizer.from_pretrained(str(params.paths.token_dir("bpe", "kjv") / "tokenizer"))
+    dm = LightningDataModule(
+        tokenizer=own,
+        dataset_configs={"kjv": {}, "notes": {"path": "text", "data_files": str(notes)}},
+        weights={"kjv": 0.5, "notes": 0.5},
+        batch_size=4,
+        max_length=16,
+        tokenizer_name="bpe",
+        params=params,
+    )
+    kjv_before = identities(params.paths.token_dir("bpe", "kjv"))
+    dm.prepare_data()
+    assert identities(params.paths.token_dir("bpe", "kjv")) == kjv_before, "kjv is not re-encoded"
+    assert (params.paths.token_dir("bpe", "notes") / "train.bin").is_file()
+    dm.setup("fit")
+    assert dm.names == ["kjv", "notes"] and dm.weights == [0.5, 0.5]
+    kjv_tokens = len(dm.train_splits[0])
+    starts = [int(s) for s in dm.train_dataloader().sampler]
+    from_notes = sum(start >= kjv_tokens for start in starts) / len(starts)
+    assert abs(from_notes - 0.5) < 0.01
+    sources = [set(batch["source"].tolist()) for batch in dm.val_dataloader()]
+    assert all(len(s) == 1 for s in sources) and {0, 1} == set().union(*sources)

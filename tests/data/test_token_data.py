@@ -26,7 +26,7 @@ def test_windows_of_max_length_and_full_validation(token_dir: Path, tokenizer) -
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == (8, 32) and batch["labels"].shape == (8, 32)
     val_batches = list(dm.val_dataloader())
-    assert sum(len(b["input_ids"]) for b in val_batches) == -(-(len(dm.val_tokens) - 1) // 31)  # overlap 1
+    assert sum(len(b["input_ids"]) for b in val_batches) == -(-(len(dm.val_splits[0]) - 1) // 31)  # overlap 1
     again = TokenDataModule(token_dir, tokenizer, batch_size=8, max_length=32, seed=0)
     again.setup("fit")
     assert torch.equal(next(iter(again.train_dataloader()))["input_ids"], batch["input_ids"])  # seeded

@@ -29,9 +29,9 @@ def test_stage_output_is_byte_identical_across_runs_and_thread_counts(
 ) -> None:
     params = load_params(make_params(tmp_path / "own", data="export"))
     shared = folder_bytes(token_dir)  # made by the same stage code, with every core
-    again = folder_bytes(tokenize_from_params(params))
+    again = folder_bytes(tokenize_from_params(params, "kjv"))
     one_thread = dataclasses.replace(params, tokenize=dataclasses.replace(params.tokenize, num_proc=1))
-    single = folder_bytes(tokenize_from_params(one_thread))
+    single = folder_bytes(tokenize_from_params(one_thread, "kjv"))
     assert shared == again == single
     assert {"train.bin", "validation.bin", "manifest.json", "tokenizer/tokenizer.json"} <= set(shared)
 
@@ -118,7 +118,7 @@ def test_ids_that_do_not_fit_the_dtype_are_refused(tmp_path: Path) -> None:
 def test_missing_export_is_a_clear_error(make_params, tmp_path: Path) -> None:
     params = load_params(make_params(tmp_path, data="empty"))
     with pytest.raises(PipelineError, match=r"no export here; run `dvc repro download` first"):
-        tokenize_from_params(params)
+        tokenize_from_params(params, "kjv")
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from src.data.windows import IGNORE_INDEX, TokenWindows, ValidationWindows, WindowSampler, epoch_window_starts
+from src.data.windows import (
+    IGNORE_INDEX,
+    SourceValidation,
+    TokenWindows,
+    ValidationWindows,
+    WindowSampler,
+    epoch_window_starts,
+    windows_per_epoch,
+)
 
 TOKENS = np.arange(10_000, dtype=np.uint16)
 
@@ -62,11 +70,62 @@ def test_validation_windows_predict_every_token_but_the_first_once(length: int) 
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
-def test_validation_shards_are_even_and_cover_every_window_once(world_size: int) -> None:
-    windows = ValidationWindows(np.arange(1000, dtype=np.uint16), 32)  # 33 windows
-    shards = [list(windows.padded(rank, world_size)) for rank in range(world_size)]
+def test_validation_batches_are_even_per_rank_one_source_each_and_cover_every_window_once(
+    world_size: int,
+) -> None:
+    sources = [np.arange(1000, dtype=np.uint16), np.arange(500, dtype=np.uint16)]  # 33 + 17 windows
+    windows = SourceValidation(sources, 32)
+    shards = [windows.batches(4, rank, world_size) for rank in range(world_size)]
     assert len({len(shard) for shard in shards}) == 1  # every rank runs as many forward passes
-    real = sorted(i for shard in shards for i in shard if i < len(windows))
-    assert real == list(range(len(windows)))
-    for index in (i for shard in shards for i in shard if i >= len(windows)):
-        assert (windows[index]["labels"] == IGNORE_INDEX).all()  # padding scores no token
+    real = sorted(i for shard in shards for batch in shard for i in batch if i != windows.PADDING)
+    assert real == list(range(len(windows))) == list(range(33 + 17))
+    for batch in (b for shard in shards for b in shard):
+        items = [windows[i] for i in batch]
+        assert len({int(item["source"]) for item in items}) == 1  # a batch holds one source
+        if batch == [windows.PADDING]:
+            assert (items[0]["labels"] == IGNORE_INDEX).all()  # padding scores no token
+
+
+def test_mixed_windows_come_from_their_own_source() -> None:
+    a, b = np.arange(1000, dtype=np.uint16), np.arange(5000, 5500, dtype=np.uint16)
+    windows = TokenWindows([a, b], max_length=64)
+    assert windows.offsets == [0, 1000]
+    assert windows[10]["input_ids"].tolist() == list(range(10, 74))
+    assert windows[1000 + 436]["input_ids"].tolist() == list(range(5436, 5500))  # the last of b
+    sampler = WindowSampler([1000, 500], 64, seed=0, weights=[0.5, 0.5], names=["a", "b"], length=2000)
+    for start in sampler:  # no window crosses from one source into the next
+        source = 0 if start < 1000 else 1
+        assert start + 64 <= windows.offsets[source] + len([a, b][source])
+
+
+def test_one_source_keeps_the_single_stream_order() -> None:
+    """A mixture of one source is the order a single stream had (the default run is unchanged)."""
+    per_epoch = 10_000 // 64 - 1
+    alone = list(WindowSampler([10_000], 64, seed=3, names=["kjv"], length=2 * per_epoch))
+    assert alone == np.concatenate([epoch_window_starts(10_000, 64, 3, e) for e in (0, 1)]).tolist()
+
+
+def test_mixture_shares_resume_ranks_and_wrap_around(caplog: pytest.LogCaptureFixture) -> None:
+    sizes, weights = [20_000, 3_000], [0.7, 0.3]
+    windows = [windows_per_epoch(n, 64) for n in sizes]  # 311 and 45 per epoch
+    length = 5_000
+
+    def stream(**kwargs: object) -> list[int]:
+        return list(WindowSampler(sizes, 64, seed=5, weights=weights, names=["big", "small"], **kwargs))
+
+    with caplog.at_level("INFO", logger="src.data.windows"):
+        straight = stream(length=length)
+    from_small = sum(start >= sizes[0] for start in straight)
+    assert abs(from_small / length - 0.3) < 0.01  # realized share within 1% of the weight
+    # the small source ran out many times: each wrap-around is logged
+    assert "training data small: all 45 windows seen; epoch 2 of it begins" in caplog.text
+    small = [start for start in straight if start >= sizes[0]]
+    for epoch in range(3):  # each epoch of a source: every one of its windows once, on one shifted grid
+        starts = small[epoch * windows[1] : (epoch + 1) * windows[1]]
+        assert len(set(starts)) == windows[1] and len({start % 64 for start in starts}) == 1
+    assert stream(start=1234, length=length - 1234) == straight[1234:]  # resumes exactly
+    for world_size in (2, 4):  # the same global batch windows, whatever the number of ranks
+        ranks = [
+            stream(length=length // world_size, rank=r, world_size=world_size) for r in range(world_size)
+        ]
+        assert [start for step in zip(*ranks, strict=True) for start in step] == straight

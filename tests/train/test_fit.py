@@ -51,7 +51,7 @@ def test_fit_writes_model_metrics_plots_and_one_mlflow_run(
     assert set(metrics) == expected | {"tokens_seen", "val_bpb", "unigram_bpb"}
     # Bits per byte by hand: the loss summed over every predicted validation token, in bits, over the
     # UTF-8 bytes of the validation documents of the export.
-    tokens = read_token_manifest(params.paths.tokenized_dir(params.tokenize.tokenizer))
+    tokens = read_token_manifest(params.paths.token_dir(params.tokenize.tokenizer, "kjv"))
     rows = (params.paths.raw_dir() / "kjv" / "validation.jsonl").read_text(encoding="utf-8").splitlines()
     text_bytes = sum(len(json.loads(row)["text"].encode("utf-8")) for row in rows)
     predicted = tokens.splits["validation"].tokens - 1
@@ -77,8 +77,8 @@ def test_fit_writes_model_metrics_plots_and_one_mlflow_run(
     (run,) = mlflow_runs(params.mlflow.tracking_uri)
     assert run.info.status == "FINISHED" and run.info.run_name == "tiny-exp"
     assert run.data.tags["dvc.exp_name"] == "tiny-exp"
-    assert len(run.data.tags["data.tokens.manifest_sha256"]) == 64
-    assert len(run.data.tags["data.tokens.train_sha256"]) == 64
+    assert len(run.data.tags["data.kjv.tokens.manifest_sha256"]) == 64
+    assert len(run.data.tags["data.kjv.tokens.train_sha256"]) == 64
     # Exactly the params.yaml values, flattened: nothing else (no environment) becomes an MLflow param.
     assert run.data.params == flatten(as_plain_dict(params))
     assert run.data.params["train.lr"] == str(params.train.lr)
@@ -234,7 +234,7 @@ def test_damaged_tokens_are_refused_before_training_and_not_rewritten(
     """The train stage only reads tokens, and only bytes the manifest's hash vouches for: damaged
     ones are one line naming the file, checked before any work, and never re-tokenized."""
     params = load_params(make_params(tmp_path / "run", data="copy"))
-    token_dir = params.paths.tokenized_dir("bpe")
+    token_dir = params.paths.token_dir("bpe", "kjv")
     train_bin = token_dir / "train.bin"
     train_bin.write_bytes(damage(train_bin.read_bytes()))
     before = folder_bytes(token_dir)

@@ -77,9 +77,9 @@ def test_one_dataset_input_per_source_with_the_manifest_digest(trained, token_di
         inputs = run.inputs.dataset_inputs
         assert len(inputs) == 1
         dataset = inputs[0].dataset
-        assert dataset.name == "tokenized/bpe"
+        assert dataset.name == "tokenized/bpe/kjv"
         assert manifest_sha.startswith(dataset.digest) and len(dataset.digest) == 32
-        assert run.data.tags["data.tokens.manifest_sha256"] == manifest_sha
+        assert run.data.tags["data.kjv.tokens.manifest_sha256"] == manifest_sha
         assert json.loads(dataset.source)["uri"].endswith("raw/kjv")
         assert {(tag.key, tag.value) for tag in inputs[0].tags} == {("mlflow.data.context", "training")}
         profile = json.loads(dataset.profile)
