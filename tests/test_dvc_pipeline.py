@@ -160,7 +160,8 @@ def changed_stages(dvc, project: Path) -> list[str]:
 
 def test_local_corpus_files_are_inputs_of_their_own_download_only(dvc, dvc_project: Path) -> None:
     """Editing, adding or removing a file re-runs that dataset's download; a params change to one
-    dataset re-runs that one; the default dataset and the stages after it stay up to date."""
+    dataset re-runs that one; the default dataset and the stages after it stay up to date. Mixed
+    into training, a source is tokenized by its own stage: the others are not encoded again."""
     for name in ("notes", "other"):
         folder = dvc_project / "corpus" / name
         folder.mkdir(parents=True)
@@ -209,6 +210,30 @@ def test_local_corpus_files_are_inputs_of_their_own_download_only(dvc, dvc_proje
     params["download"]["local"]["other"]["validation_fraction"] = 0.5
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     assert changed_stages(dvc, dvc_project) == ["check_params", "download_local@other"]
+    dvc(dvc_project, "repro")
+
+    # Mixed into training: only the new source is encoded, and an edit re-runs its own chain only.
+    paragraphs = (f"Note {i}: the harvest was gathered in week {i}." for i in range(300))
+    (notes / "big.txt").write_text("\n\n".join(paragraphs) + "\n")
+    params = yaml.safe_load(params_file.read_text())
+    params["download"]["local"]["notes"]["validation_fraction"] = 0.2
+    params["tokenize"]["datasets"] = ["kjv", "notes"]
+    params["train"]["mixture"] = {"kjv": 0.7, "notes": 0.3}
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    kjv_tokens = out_hash(dvc_project, "tokenize@kjv")
+    run = dvc(dvc_project, "repro")
+    assert stages_run(run) == ["check_params", "download_local@notes", "tokenize@notes", "train"]
+    assert out_hash(dvc_project, "tokenize@kjv") == kjv_tokens
+    metrics = json.loads((dvc_project / "metrics.json").read_text())
+    assert {"val_loss/kjv", "val_loss/notes", "val_bpb/kjv", "val_bpb/notes", "unigram_bpb/notes"} <= set(
+        metrics
+    )
+    shown = json.loads(dvc(dvc_project, "exp", "show", "--json").stdout)
+    assert "val_bpb/notes" in json.dumps(shown)
+    (notes / "2.txt").write_text("edited once more\n")
+    assert changed_stages(dvc, dvc_project) == ["download_local@notes"]
+    run = dvc(dvc_project, "repro")
+    assert stages_run(run) == ["download_local@notes", "tokenize@notes", "train"]
 
 
 def test_gpt2s_special_token_configuration_end_to_end(dvc, dvc_project: Path, gpt2_style_tokenizer) -> None:

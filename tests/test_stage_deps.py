@@ -85,3 +85,15 @@ def test_closure_follows_imports_inside_functions_and_packages(tmp_path: Path) -
         (tmp_path / name).write_text(text)
     closure = import_closure(tmp_path / "stages" / "run.py", tmp_path)
     assert closure == set(files) - {"src/unused.py"}
+
+
+def test_tokenize_depends_on_every_setting_that_changes_its_bytes() -> None:
+    """The tokenize stages list their settings one by one (the list of datasets must stay out: adding
+    one must not re-encode the others), so a new setting has to be added there too."""
+    from dataclasses import fields
+
+    from src.config import TokenizeConfig
+
+    listed = set(stage_definitions()["tokenize"]["params"])
+    no_effect = {"datasets", "num_proc"}  # the dataset list; threads (the bytes do not depend on them)
+    assert listed == {f"tokenize.{f.name}" for f in fields(TokenizeConfig) if f.name not in no_effect}
