@@ -62,10 +62,11 @@ CASES = [
     # download: a third of the rows exported, the export complete but not yet in its place.
     Case("export.row:1000", "empty"),
     Case("files.dir-staged.kjv", "empty"),
-    # tokenize: the tokenizer trained, the first chunk of ids written, every file staged.
+    # tokenize: the tokenizer trained, the first chunk of ids written, every file staged (the token
+    # folder is named after the dataset too: from "downloaded", the first folder staged is it).
     Case("tokenize.tokenizer-trained", "downloaded"),
     Case("tokenize.chunk-written", "downloaded"),
-    Case("files.dir-staged.bpe", "downloaded"),
+    Case("files.dir-staged.kjv", "downloaded"),
     # train: the MLflow run created, before the first checkpoint, the first checkpoint written
     # under its temporary name, written but MLflow not yet told, between checkpoints, trained but
     # nothing written, the model folder in place but not metrics.json.
@@ -188,7 +189,7 @@ def reference(starts: dict[str, Path], mlflow_runs) -> SimpleNamespace:
     return SimpleNamespace(outputs=outputs(project), history=history(uri, run), models=models(uri, run))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.point for case in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[f"{case.point}-from-{case.start}" for case in CASES])
 def test_a_killed_repro_is_finished_by_the_next_exactly_as_an_uninterrupted_one(
     case: Case, starts: dict[str, Path], reference: SimpleNamespace, dvc, mlflow_runs, tmp_path: Path
 ) -> None:
