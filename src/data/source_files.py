@@ -14,6 +14,7 @@ what to fix.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -74,36 +75,68 @@ class BadLine:
     problem: str
 
 
+#: Bytes read at a time by the line checks: memory stays flat whatever the file size.
+_BLOCK_BYTES = 1 << 20
+
+
 def find_unreadable_line(
     files: Iterable[Path], builder: str, encoding: str = "utf-8", text_column: str | None = None
 ) -> BadLine | None:
     """The first line that cannot be decoded in ``encoding`` (or, for JSON Lines, parsed, or that has
-    no string in ``text_column``), over ``files`` in order; None when every line reads."""
+    no string in ``text_column``), over ``files`` in order; None when every line reads.
+
+    Each file is read in blocks, never whole, so a corpus larger than memory is checked too.
+    """
+    try:
+        codecs.getincrementaldecoder(encoding)
+    except LookupError:
+        return None  # an unknown encoding: datasets names it itself
     for path in files:
-        data = path.read_bytes()
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError as error:
-            line = data.count(b"\n", 0, error.start) + 1
-            byte = data[error.start : error.start + 1].hex()
-            return BadLine(path, line, f"is not valid {encoding} (byte 0x{byte})")
-        except LookupError:
-            return None  # an unknown encoding: datasets names it itself
-        if builder == "json" and text_column and not text.lstrip().startswith("["):
-            found = _bad_json_line(path, text, text_column)
-            if found:
-                return found
+        found = _first_bad_line(path, text_column if builder == "json" else None, encoding)
+        if found:
+            return found
     return None
 
 
-def _bad_json_line(path: Path, text: str, column: str) -> BadLine | None:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            return BadLine(path, number, "is not valid JSON")
-        if not isinstance(row, dict) or not isinstance(row.get(column), str):
-            return BadLine(path, number, f"has no text in {column!r}")
+def _first_bad_line(path: Path, json_column: str | None, encoding: str) -> BadLine | None:
+    """The first undecodable line of ``path`` (or, with ``json_column``, the first bad JSON line)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    newlines_before = 0  # newlines in the bytes of the blocks already decoded
+    carry, number, json_lines = "", 0, json_column is not None
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(_BLOCK_BYTES)
+            pending = decoder.getstate()[0]  # bytes of a character cut at the end of the last block
+            try:
+                text = decoder.decode(block, final=not block)
+            except UnicodeDecodeError as error:
+                at = max(error.start - len(pending), 0)
+                line = newlines_before + block.count(b"\n", 0, at) + 1
+                byte = (block[at : at + 1] or pending[:1]).hex()
+                return BadLine(path, line, f"is not valid {encoding} (byte 0x{byte})")
+            newlines_before += block.count(b"\n")
+            if json_lines:
+                if number == 0 and (carry + text).lstrip().startswith("["):
+                    json_lines = False  # one JSON array, not JSON Lines: datasets reads it whole
+                *lines, carry = (carry + text).split("\n")
+                if not block:
+                    lines.append(carry)
+                for line in lines:
+                    number += 1
+                    found = _bad_json_line(path, number, line, json_column or "")
+                    if found:
+                        return found
+            if not block:
+                return None
+
+
+def _bad_json_line(path: Path, number: int, line: str, column: str) -> BadLine | None:
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return BadLine(path, number, "is not valid JSON")
+    if not isinstance(row, dict) or not isinstance(row.get(column), str):
+        return BadLine(path, number, f"has no text in {column!r}")
     return None
