@@ -9,6 +9,7 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable
@@ -72,3 +73,15 @@ def run_stage(step: Callable[[Params], object]) -> None:
         step(params)
 
     run_cli(main)
+
+
+def dataset_argument(stage: str, does: str, listed_in: str) -> str:
+    """The one argument of a per-dataset DVC stage (``<stage>@<dataset>``): the dataset's name.
+
+    ``does`` says what the stage does with it, for ``--help``; ``listed_in`` where the names come from.
+    """
+    parser = argparse.ArgumentParser(
+        prog=f"python -m stages.{stage}", description=f"DVC stage {stage}@<dataset>: {does}"
+    )
+    parser.add_argument("dataset", help=f"a name from params.yaml {listed_in}")
+    return parser.parse_args().dataset

@@ -1,20 +1,17 @@
 """DVC stage ``tokenize@<dataset>``: encode one export of ``tokenize.datasets`` into flat token files."""
 
-import argparse
-
-from src.cli import run_cli, start_process
+from src.cli import dataset_argument, run_cli, start_process
 from src.config import load_params
 from src.data.tokenize_corpus import tokenize_from_params
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m stages.tokenize",
-        description="DVC stage tokenize@<dataset>: encode one export of params.yaml tokenize.datasets into "
+    dataset = dataset_argument(
+        "tokenize",
+        "encode one export of params.yaml tokenize.datasets into "
         "<paths.cache_dir>/tokenized/<tokenize.tokenizer>/<dataset>.",
+        "tokenize.datasets",
     )
-    parser.add_argument("dataset", help="a name from params.yaml tokenize.datasets")
-    dataset = parser.parse_args().dataset
     params = load_params()
     start_process(params)
     tokenize_from_params(params, dataset)
