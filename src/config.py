@@ -27,6 +27,9 @@ PARAMS_FILE = PROJECT_ROOT / "params.yaml"
 #: ``tokenize.tokenizer`` value that trains a byte-level BPE instead of loading a tokenizer.
 BPE = "bpe"
 
+#: The tokenizer's folder beside the datasets' token folders (so no dataset may take its name).
+TOKENIZER_FOLDER = "tokenizer"
+
 #: Dataset names become folder names next to the Hugging Face cache, so keep them plain.
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -59,6 +62,11 @@ class PathsConfig:
     def tokenized_dir(self, tokenizer: str, root: Path = PROJECT_ROOT) -> Path:
         """``<cache_dir>/tokenized/<tokenizer>``: one token folder per dataset."""
         return resolve_path(self.cache_dir, root) / "tokenized" / tokenizer
+
+    def tokenizer_dir(self, tokenizer: str, root: Path = PROJECT_ROOT) -> Path:
+        """``<cache_dir>/tokenized/<tokenizer>/tokenizer``: the tokenizer stage's output, which every
+        dataset's tokenize stage encodes with."""
+        return self.tokenized_dir(tokenizer, root) / TOKENIZER_FOLDER
 
     def token_dir(self, tokenizer: str, dataset: str, root: Path = PROJECT_ROOT) -> Path:
         """``<cache_dir>/tokenized/<tokenizer>/<dataset>``: one dataset's token files, its manifest and
@@ -146,8 +154,8 @@ class TokenizeConfig:
     datasets: tuple[str, ...] = ("kjv",)
     """The exports to tokenize (names from ``download.datasets`` or ``download.local``), each into its
     own folder ``<cache_dir>/tokenized/<tokenizer>/<dataset>/`` by its own stage ``tokenize@<dataset>``:
-    adding one never re-encodes the others. Training mixes all of them (``train.mixture``). The trained
-    BPE learns from the train split of the first one."""
+    adding one never re-encodes the others. Training mixes all of them (``train.mixture``). The
+    trained BPE (stage ``tokenizer``) learns from the train split of the first one."""
     tokenizer: str = "bpe"
     """``bpe`` trains a byte-level BPE on the training split; anything else is a Hub tokenizer
     name (``gpt2``) or a tokenizer folder relative to the project root. Tokens go to
@@ -167,6 +175,10 @@ class TokenizeConfig:
     def __post_init__(self) -> None:
         if not self.datasets:
             raise FieldError("datasets", "name at least one dataset to tokenize")
+        if TOKENIZER_FOLDER in self.datasets:
+            raise FieldError(
+                "datasets", f"{TOKENIZER_FOLDER!r} names the tokenizer's folder; rename that dataset"
+            )
         repeated = sorted({name for name in self.datasets if self.datasets.count(name) > 1})
         if repeated:
             raise FieldError("datasets", f"{repeated[0]!r} is listed twice")

@@ -337,12 +337,13 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The first 3,000 KJV verses, downloaded, exported and tokenized once for the whole session.
 
     Read-only: ``corpus`` (the source file), ``cache_dir`` (``raw/kjv`` export,
-    ``tokenized/bpe/kjv`` tokens, the Hugging Face cache), ``export`` and ``tokens``.
+    ``tokenized/bpe/kjv`` tokens, the Hugging Face cache), ``export``, ``tokenizer`` (the tokenizer
+    stage's folder) and ``tokens``.
     """
     from src.config import load_params
     from src.data.download import download_all
     from src.data.sources import _resolve_local_file
-    from src.data.tokenize_corpus import tokenize_from_params
+    from src.data.tokenize_corpus import make_tokenizer, tokenize_from_params
 
     folder = tmp_path_factory.mktemp("tiny_data")
     kjv = _resolve_local_file("test", "package://bible/data/kjv.jsonl", PROJECT_ROOT)
@@ -355,9 +356,12 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     params_file.write_text(yaml.safe_dump(_tiny_params(scratch, cache_dir, corpus), sort_keys=False))
     params = load_params(params_file)
     export = download_all(params)["kjv"]
+    tokenizer = make_tokenizer(params)
     tokens = tokenize_from_params(params, "kjv")
     share_read_only(folder)
-    return SimpleNamespace(corpus=corpus, cache_dir=cache_dir, export=export, tokens=tokens)
+    return SimpleNamespace(
+        corpus=corpus, cache_dir=cache_dir, export=export, tokenizer=tokenizer, tokens=tokens
+    )
 
 
 @pytest.fixture
@@ -397,6 +401,7 @@ def make_params(tiny_data: SimpleNamespace) -> Callable[..., Path]:
         if data in ("copy", "export"):
             shutil.copytree(tiny_data.export, cache_dir / "raw" / "kjv")
         if data == "copy":
+            shutil.copytree(tiny_data.tokenizer, cache_dir / "tokenized" / "bpe" / "tokenizer")
             shutil.copytree(tiny_data.tokens, cache_dir / "tokenized" / "bpe" / "kjv")
         elif data not in ("shared", "export", "empty"):
             raise ValueError(f"data: {data!r}")

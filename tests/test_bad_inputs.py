@@ -65,6 +65,11 @@ class Project:
         return self.path("cache_dir") / "tokenized" / "bpe" / "kjv"
 
     @property
+    def tokenizer(self) -> Path:
+        """The tokenizer stage's folder."""
+        return self.path("cache_dir") / "tokenized" / "bpe" / "tokenizer"
+
+    @property
     def run_folder(self) -> Path:
         """The checkpoint folder of the trained configuration."""
         (folder,) = self.path("checkpoint_dir").glob("run-*")
@@ -208,23 +213,27 @@ def export_without_train(project: Project) -> None:
     manifest.write_text(json.dumps(data))
 
 
+def located(project: Project, relative: str) -> Path:
+    """``tokens/...``, ``export/...`` or ``tokenizer/...``: a path in that output of the project."""
+    where, _, name = relative.partition("/")
+    return {"tokens": project.tokens, "export": project.export, "tokenizer": project.tokenizer}[where] / name
+
+
 def damage(relative: str, change: Callable[[bytes], bytes]) -> Callable[[Project], None]:
-    """Rewrite one file of the tokens (``tokens/...``) or the export (``export/...``)."""
+    """Rewrite one file of the tokens, the export or the tokenizer stage's folder (see ``located``)."""
 
     def apply(project: Project) -> None:
-        where, _, name = relative.partition("/")
-        path = (project.tokens if where == "tokens" else project.export) / name
+        path = located(project, relative)
         path.write_bytes(change(path.read_bytes()))
 
     return apply
 
 
 def remove(relative: str) -> Callable[[Project], None]:
-    """Delete a file of the tokens or the export, or (``tokens/``, ``export/``) the whole folder."""
+    """Delete a file of an output (see ``located``), or (``tokens/``, ``export/``...) the whole folder."""
 
     def apply(project: Project) -> None:
-        where, _, name = relative.partition("/")
-        path = (project.tokens if where == "tokens" else project.export) / name
+        path = located(project, relative)
         if path.is_dir():
             shutil.rmtree(path)
         else:
@@ -406,7 +415,7 @@ class Case:
     """Text the output must not contain, or (``file:<name>``) a file the run must not create."""
 
 
-D, T, R, P, V = "download", "tokenize", "train", "train.py", "dvc repro"
+D, K, T, R, P, V = "download", "tokenizer", "tokenize", "train", "train.py", "dvc repro"
 
 # fmt: off
 CASES = [
@@ -436,8 +445,11 @@ CASES = [
     Case("cache-dir-under-a-file", D, under_a_file("cache_dir"), "paths.cache_dir: cannot", absent=CACHED),
     Case("log-dir-under-a-file", D, under_a_file("log_dir"), "paths.log_dir: cannot write", True),
     # -- tokenize: the export it reads, the tokenizer, its settings
-    Case("missing-tokenizer-folder", T, missing_tokenizer, "folder my_tokenizer does not exist", True),
-    Case("tokenizer-folder-without-files", T, tokenizer_without_files, "my_tokenizer holds nothing", True),
+    Case("missing-tokenizer-folder", K, missing_tokenizer, "folder my_tokenizer does not exist", True),
+    Case("tokenizer-folder-without-files", K, tokenizer_without_files, "my_tokenizer holds nothing", True),
+    Case("bpe-without-its-export", K, remove("export/"), "raw/kjv: no export here; run `dvc repro download`"),
+    Case("tokenizer-not-made", T, remove("tokenizer/"), "made_by.json: not found; run `dvc repro tokenizer`"),
+    Case("cut-tokenizer-record", T, damage("tokenizer/made_by.json", cut_short), "made_by.json: not valid"),
     Case("absolute-tokenizer-path", T, edit("tokenize", tokenizer="/opt/t"), "tokenize.tokenizer: expected"),
     Case("missing-export", T, remove("export/"), "raw/kjv: no export here; run `dvc repro download`"),
     Case("half-written-export", T, remove("export/train.jsonl"), "raw/kjv/train.jsonl: missing; re-run"),

@@ -28,7 +28,7 @@ def out_hash(project: Path, stage: str) -> str:
     return lock["stages"][stage]["outs"][0]["md5"]
 
 
-DATA_STAGES = ("download@kjv", "tokenize@kjv")
+DATA_STAGES = ("download@kjv", "tokenizer", "tokenize@kjv")
 
 
 def committed_hashes(project: Path) -> dict[str, str]:
@@ -90,7 +90,7 @@ def test_changing_the_vocabulary_reruns_tokenize_and_train_only(dvc, dvc_project
     params = dvc_project / "params.yaml"
     params.write_text(params.read_text().replace("vocab_size: 8192", "vocab_size: 4096"))
     status = dvc(dvc_project, "status").stdout
-    assert "tokenize@kjv:" in status and "download@kjv:" not in status
+    assert "tokenizer:" in status and "download@kjv:" not in status
     params.write_text(params.read_text().replace("vocab_size: 4096", "vocab_size: 8192"))
 
     tokens_before = out_hash(dvc_project, "tokenize@kjv")
@@ -245,7 +245,7 @@ def test_gpt2s_special_token_configuration_end_to_end(dvc, dvc_project: Path, gp
     params = dvc_project / "params.yaml"
     params.write_text(params.read_text().replace("tokenizer: bpe", "tokenizer: tokenizers/gpt2"))
     run = dvc(dvc_project, "repro")
-    assert stages_run(run) == ["check_params", "tokenize@kjv", "train"]
+    assert stages_run(run) == ["check_params", "tokenize@kjv", "tokenizer", "train"]
     token_dir = dvc_project / "data" / "main_cache" / "tokenized" / "tokenizers" / "gpt2" / "kjv"
     manifest = json.loads((token_dir / "manifest.json").read_text())["tokenizer"]
     assert manifest["eos_token"] == "<|endoftext|>"

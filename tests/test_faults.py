@@ -62,10 +62,12 @@ CASES = [
     # download: a third of the rows exported, the export complete but not yet in its place.
     Case("export.row:1000", "empty"),
     Case("files.dir-staged.kjv", "empty"),
-    # tokenize: the tokenizer trained, the first chunk of ids written, every file staged (the token
-    # folder is named after the dataset too: from "downloaded", the first folder staged is it).
+    # tokenizer and tokenize: the tokenizer trained, its folder staged, the first chunk of ids written,
+    # every token file staged (the token folder is named after the dataset, as the export is: from
+    # "downloaded", the first "kjv" folder staged is the tokens').
     Case("tokenize.tokenizer-trained", "downloaded"),
     Case("tokenize.chunk-written", "downloaded"),
+    Case("files.dir-staged.tokenizer", "downloaded"),
     Case("files.dir-staged.kjv", "downloaded"),
     # train: the MLflow run created, before the first checkpoint, the first checkpoint written
     # under its temporary name, written but MLflow not yet told, between checkpoints, trained but
@@ -115,6 +117,7 @@ def outputs(project: Path) -> dict[str, object]:
     checkpoints = project / "data" / "checkpoints"
     return {
         "export": digests(project / "data" / "main_cache" / "raw" / "kjv"),
+        "tokenizer": digests(project / "data" / "main_cache" / "tokenized" / "bpe" / "tokenizer"),
         "tokens": digests(project / "data" / "main_cache" / "tokenized" / "bpe" / "kjv"),
         "model": digests(project / "data" / "model"),
         "plots": digests(project / "plots"),

@@ -37,7 +37,9 @@ def entry_of(stage: dict) -> str:
     return module.group(1).replace(".", "/") + ".py"
 
 
-@pytest.mark.parametrize("name", ["check_params", "download", "download_local", "tokenize", "train"])
+@pytest.mark.parametrize(
+    "name", ["check_params", "download", "download_local", "tokenizer", "tokenize", "train"]
+)
 def test_stage_code_deps_are_its_import_closure(name: str) -> None:
     stage = stage_definitions()[name]
     derived = code_dependencies(entry_of(stage))
@@ -87,13 +89,13 @@ def test_closure_follows_imports_inside_functions_and_packages(tmp_path: Path) -
     assert closure == set(files) - {"src/unused.py"}
 
 
-def test_tokenize_depends_on_every_setting_that_changes_its_bytes() -> None:
-    """The tokenize stages list their settings one by one (the list of datasets must stay out: adding
-    one must not re-encode the others), so a new setting has to be added there too."""
+def test_the_tokenizer_depends_on_every_setting_that_changes_its_bytes() -> None:
+    """The tokenizer stage lists its settings one by one (the list of datasets must stay out: adding
+    one must not make a new tokenizer), so a new setting has to be added there too."""
     from dataclasses import fields
 
     from src.config import TokenizeConfig
 
-    listed = set(stage_definitions()["tokenize"]["params"])
+    listed = set(stage_definitions()["tokenizer"]["params"])
     no_effect = {"datasets", "num_proc"}  # the dataset list; threads (the bytes do not depend on them)
     assert listed == {f"tokenize.{f.name}" for f in fields(TokenizeConfig) if f.name not in no_effect}

@@ -37,6 +37,10 @@ EXPORT_FORMAT = 'jsonl: one {"text": ...} object per document; source files list
 #: a text (a BOS first when it adds one), then EOS. Version 1 had no ``document_start``/``document_end``
 #: and no ``text_bytes`` per split.
 TOKEN_LAYOUT = "document_start, the document's ids, document_end"
+#: The tokenizer stage's record, version 1: how the tokenizer in its folder was made.
+TOKENIZER_RECORD_FORMAT = "the tokenizer stage's record of its tokenizer"
+#: Its file name, beside the tokenizer's own files (``AutoTokenizer.from_pretrained`` ignores it).
+TOKENIZER_RECORD = "made_by.json"
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,20 @@ class TokenizerInfo:
     files: str
     """The sub-folder holding the tokenizer, loadable with ``AutoTokenizer.from_pretrained``."""
     settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TokenizerRecord(_Manifest):
+    """``<cache_dir>/tokenized/<tokenizer>/tokenizer/made_by.json``: how the tokenizer stage made the
+    tokenizer every ``tokenize@<dataset>`` stage encodes with (copied into their manifests)."""
+
+    _format: ClassVar[FormatCheck] = FormatCheck("tokenizer", "format", TOKENIZER_RECORD_FORMAT)
+
+    name: str
+    """``tokenize.tokenizer``."""
+    kind: str
+    settings: dict[str, Any]
+    format: str = TOKENIZER_RECORD_FORMAT
 
 
 @dataclass(frozen=True)

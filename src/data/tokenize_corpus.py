@@ -22,7 +22,17 @@ import numpy as np
 
 from src.config import BPE, Params
 from src.data.fast_encoder import DocumentEncoder, build_encoder, document_frame
-from src.data.manifests import MANIFEST, ExportManifest, TokenizerInfo, TokenManifest, TokenSource, TokenSplit
+from src.data.manifests import (
+    MANIFEST,
+    TOKENIZER_RECORD,
+    ExportManifest,
+    ExportSplit,
+    TokenizerInfo,
+    TokenizerRecord,
+    TokenManifest,
+    TokenSource,
+    TokenSplit,
+)
 from src.data.raw_export import TRAIN, VALIDATION, parse_document_lines, read_manifest
 from src.data.token_files import TOKENIZER_DIR, read_token_manifest, token_dtype, verify_token_files
 from src.data.tokenizer_setup import (
@@ -174,9 +184,14 @@ def tokenize_export(
     eos_token: str | None = None,
     settings: dict[str, Any] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    verified: tuple[ExportManifest, dict[str, str]] | None = None,
 ) -> TokenManifest:
-    """Tokenize every split of ``export_dir`` into ``token_dir`` (written atomically); return the manifest."""
-    export, source_hashes = verified_export(export_dir)
+    """Tokenize every split of ``export_dir`` into ``token_dir`` (written atomically); return the manifest.
+
+    ``verified``: what :func:`verified_export` returned for ``export_dir``, if the caller checked it
+    already (each export file is then hashed once).
+    """
+    export, source_hashes = verified or verified_export(export_dir)
     eos = eos_id(tokenizer, eos_token)
     eos_text = tokenizer.convert_ids_to_tokens(eos)
     frame = document_frame(tokenizer, eos)
@@ -226,40 +241,28 @@ def tokenize_export(
     return manifest
 
 
-def tokenize_from_params(params: Params, dataset: str) -> Path:
-    """The stage ``tokenize@<dataset>``: get the tokenizer ``params.tokenize`` names and tokenize one
-    export of ``tokenize.datasets`` into ``<cache_dir>/tokenized/<tokenizer>/<dataset>``.
+def make_tokenizer(params: Params) -> Path:
+    """The stage ``tokenizer``: train the byte-level BPE on the train split of the first dataset of
+    ``tokenize.datasets``, or load the pretrained tokenizer ``tokenize.tokenizer`` names (its EOS
+    settled), and save it to ``<cache_dir>/tokenized/<tokenizer>/tokenizer``.
 
-    The trained BPE learns from the train split of the first dataset of ``tokenize.datasets`` (the
-    training is deterministic, so every dataset's stage makes the same tokenizer).
+    Made once, here: every ``tokenize@<dataset>`` stage encodes with this folder, so the datasets'
+    tokens share one tokenizer by construction, and a change that leaves its bytes as they were
+    (a pretrained tokenizer when the first dataset changes) re-encodes nothing.
     """
     config = params.tokenize
-    if dataset not in config.datasets:
-        raise ConfigError(
-            f"tokenize.datasets: {dataset!r} is not listed ({', '.join(config.datasets)}); add it there"
-        )
-    export_dir = params.paths.raw_dir() / dataset
-    token_dir = params.paths.token_dir(config.tokenizer, dataset)
-    check_writable("paths.cache_dir", token_dir, kind="folder")
-    export, _ = verified_export(export_dir)
-    missing = [split for split in (TRAIN, VALIDATION) if split not in export.splits]
-    if missing:
-        names = " or ".join(map(repr, missing))
-        raise ConfigError(
-            f"{params.download.key_of(dataset)}.data_files: the export has no {names} split (it has "
-            f"{', '.join(export.splits)}); name the training files train (validation is held out of train "
-            "when the source has none), then re-run `dvc repro download`"
-        )
+    folder = params.paths.tokenizer_dir(config.tokenizer)
+    check_writable("paths.cache_dir", folder, kind="folder")
     if config.tokenizer == BPE:
-        corpus = params.paths.raw_dir() / config.datasets[0]
-        train = (export if corpus == export_dir else verified_export(corpus)[0]).splits[TRAIN]
-        log.info("training a byte-level BPE (vocabulary %d) on %s", config.vocab_size, display_path(corpus))
-        tokenizer = train_bpe(iter_documents(corpus / train.file), config, train.rows)
-        kill_point("tokenize.tokenizer-trained")
-        kind, eos_token = (
-            f"byte-level BPE trained on the train split of {config.datasets[0]}",
-            config.eos_token,
+        first = config.datasets[0]
+        export_dir = params.paths.raw_dir() / first
+        train = splits_to_tokenize(params, first, verified_export(export_dir)[0])[TRAIN]
+        log.info(
+            "training a byte-level BPE (vocabulary %d) on %s", config.vocab_size, display_path(export_dir)
         )
+        tokenizer = train_bpe(iter_documents(export_dir / train.file), config, train.rows)
+        kill_point("tokenize.tokenizer-trained")
+        kind = f"byte-level BPE trained on the train split of {first}"
         settings = {
             "vocab_size": config.vocab_size,
             "min_frequency": config.min_frequency,
@@ -268,16 +271,71 @@ def tokenize_from_params(params: Params, dataset: str) -> Path:
     else:
         model_cache = resolve_path(params.paths.model_cache)
         tokenizer = load_pretrained(config.tokenizer, model_cache, params.download.hub_timeout_s)
-        kind, eos_token, settings = "pretrained", pretrained_eos_token(tokenizer, config.eos_token), {}
-        tokenizer.eos_token = eos_token  # saved with the tokens: the tokenizer names the EOS they hold
+        # Saved with the tokens: the tokenizer names the EOS they hold.
+        tokenizer.eos_token = pretrained_eos_token(tokenizer, config.eos_token)
+        kind, settings = "pretrained", {}
+    eos_id(tokenizer)  # an EOS outside the vocabulary is one line now, not in every tokenize stage
+    record = TokenizerRecord(name=config.tokenizer, kind=kind, settings=settings)
+    with atomic_directory(folder) as staging:
+        tokenizer.save_pretrained(str(staging))
+        (staging / TOKENIZER_RECORD).write_text(record.to_json(), encoding="utf-8")
+    return folder
+
+
+def load_made_tokenizer(folder: Path) -> tuple[Any, TokenizerRecord]:
+    """The tokenizer the tokenizer stage saved in ``folder``, and its record."""
+    from transformers import AutoTokenizer
+
+    path = folder / TOKENIZER_RECORD
+    try:
+        record = TokenizerRecord.from_json(path.read_text(encoding="utf-8"), path)
+    except FileNotFoundError:
+        raise PipelineError(f"{display_path(path)}: not found; run `dvc repro tokenizer` first") from None
+    try:
+        return AutoTokenizer.from_pretrained(str(folder)), record
+    except (OSError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise PipelineError(
+            f"{display_path(folder)}: cannot load the tokenizer ({reason}); re-run `dvc repro tokenizer`"
+        ) from None
+
+
+def splits_to_tokenize(params: Params, dataset: str, export: ExportManifest) -> dict[str, ExportSplit]:
+    """The export's splits, after checking it has the train and validation splits training needs."""
+    missing = [split for split in (TRAIN, VALIDATION) if split not in export.splits]
+    if missing:
+        names = " or ".join(map(repr, missing))
+        raise ConfigError(
+            f"{params.download.key_of(dataset)}.data_files: the export has no {names} split (it has "
+            f"{', '.join(export.splits)}); name the training files train (validation is held out of train "
+            "when the source has none), then re-run `dvc repro download`"
+        )
+    return export.splits
+
+
+def tokenize_from_params(params: Params, dataset: str) -> Path:
+    """The stage ``tokenize@<dataset>``: encode one export of ``tokenize.datasets`` with the tokenizer
+    stage's tokenizer into ``<cache_dir>/tokenized/<tokenizer>/<dataset>``."""
+    config = params.tokenize
+    if dataset not in config.datasets:
+        raise ConfigError(
+            f"tokenize.datasets: {dataset!r} is not listed ({', '.join(config.datasets)}); add it there"
+        )
+    export_dir = params.paths.raw_dir() / dataset
+    token_dir = params.paths.token_dir(config.tokenizer, dataset)
+    check_writable("paths.cache_dir", token_dir, kind="folder")
+    export = verified_export(export_dir)
+    splits_to_tokenize(params, dataset, export[0])
+    tokenizer, record = load_made_tokenizer(params.paths.tokenizer_dir(config.tokenizer))
     tokenize_export(
         export_dir,
         token_dir,
         tokenizer,
-        name=config.tokenizer,
-        kind=kind,
+        name=record.name,
+        kind=record.kind,
         threads=config.threads(),
-        eos_token=eos_token,
-        settings=settings,
+        eos_token=tokenizer.eos_token,
+        settings=record.settings,
+        verified=export,
     )
     return token_dir

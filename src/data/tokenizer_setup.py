@@ -123,8 +123,9 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 def tokenizer_dir_name(tokenizer: Any) -> str:
     """The folder name under ``tokenized/`` for a tokenizer object (as the seed lays it out).
 
-    A tokenizer loaded from ``tokenized/<name>/<dataset>/tokenizer`` maps back to ``<name>``;
-    a Hub tokenizer uses its id; another folder its base name.
+    A tokenizer loaded from ``tokenized/<name>/tokenizer`` (the tokenizer stage's) or from a token
+    folder's copy, ``tokenized/<name>/<dataset>/tokenizer``, maps back to ``<name>``; a Hub
+    tokenizer uses its id; another folder its base name.
     """
     source = str(getattr(tokenizer, "name_or_path", "") or "")
     if not source:
@@ -133,5 +134,7 @@ def tokenizer_dir_name(tokenizer: Any) -> str:
     if path.is_dir():
         if path.name == "tokenizer" and (path.parent / "manifest.json").is_file():
             return path.parent.parent.name
+        if path.name == "tokenizer" and path.parent.parent.name == "tokenized":
+            return path.parent.name
         return path.name
     return source

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from transformers import AutoTokenizer
 
 from src.config import TokenizeConfig, load_params
+from src.data.download import download_all
 from src.data.manifests import TokenSplit
 from src.data.raw_export import read_manifest
 from src.data.token_files import read_token_manifest
@@ -17,17 +19,21 @@ from src.data.tokenize_corpus import (
     encode_split,
     is_up_to_date,
     iter_documents,
+    make_tokenizer,
     tokenize_export,
     tokenize_from_params,
 )
-from src.data.tokenizer_setup import train_bpe
+from src.data.tokenizer_setup import tokenizer_fingerprint, train_bpe
 from src.errors import PipelineError
 
 
 def test_stage_output_is_byte_identical_across_runs_and_thread_counts(
-    make_params, token_dir: Path, tmp_path: Path, folder_bytes
+    make_params, tiny_data, token_dir: Path, tmp_path: Path, folder_bytes
 ) -> None:
     params = load_params(make_params(tmp_path / "own", data="export"))
+    with pytest.raises(PipelineError, match=r"made_by.json: not found; run `dvc repro tokenizer` first$"):
+        tokenize_from_params(params, "kjv")  # the tokenizer stage has not run
+    assert folder_bytes(make_tokenizer(params)) == folder_bytes(tiny_data.tokenizer)
     shared = folder_bytes(token_dir)  # made by the same stage code, with every core
     again = folder_bytes(tokenize_from_params(params, "kjv"))
     one_thread = dataclasses.replace(params, tokenize=dataclasses.replace(params.tokenize, num_proc=1))
@@ -118,7 +124,35 @@ def test_ids_that_do_not_fit_the_dtype_are_refused(tmp_path: Path) -> None:
 def test_missing_export_is_a_clear_error(make_params, tmp_path: Path) -> None:
     params = load_params(make_params(tmp_path, data="empty"))
     with pytest.raises(PipelineError, match=r"no export here; run `dvc repro download` first"):
+        make_tokenizer(params)
+    with pytest.raises(PipelineError, match=r"no export here; run `dvc repro download` first"):
         tokenize_from_params(params, "kjv")
+    with pytest.raises(
+        PipelineError, match=r"^tokenize.datasets: 'notes' is not listed \(kjv\); add it there$"
+    ):
+        tokenize_from_params(params, "notes")
+
+
+def test_every_dataset_is_encoded_with_the_one_tokenizer(
+    make_params, two_local_datasets, tmp_path: Path
+) -> None:
+    """The tokenizer stage makes it once (the BPE from the first dataset); each dataset's stage copies
+    it into its own token folder, so the tokens of all of them share one fingerprint."""
+    import yaml
+
+    data = two_local_datasets(tmp_path)
+    data["tokenize"].update(datasets=["first", "second"], vocab_size=300)
+    data["paths"]["cache_dir"] = str(tmp_path / "cache")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    params = load_params(tmp_path / "params.yaml")
+    download_all(params)
+    made = make_tokenizer(params)
+    fingerprints = set()
+    for name in ("first", "second"):
+        manifest = read_token_manifest(tokenize_from_params(params, name))
+        assert manifest.tokenizer.kind == "byte-level BPE trained on the train split of first"
+        fingerprints.add(manifest.tokenizer.sha256)
+    assert fingerprints == {tokenizer_fingerprint(AutoTokenizer.from_pretrained(str(made)))}
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])

@@ -49,7 +49,7 @@ def mixture_project(make_params, folder: Path, **train: object) -> Path:
     params_file.write_text(yaml.safe_dump(data, sort_keys=False))
     params = load_params(params_file)
     download_all(params, names=["notes"])
-    tokenize_from_params(params, "notes")  # the BPE learns from kjv (the first): the same tokenizer
+    tokenize_from_params(params, "notes")  # with the tokenizer stage's tokenizer, as kjv was
     return params_file
 
 
