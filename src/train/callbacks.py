@@ -119,7 +119,9 @@ class StepRecorder(L.Callback):
         if trainer.world_size > 1:
             losses = trainer.strategy.reduce(losses, reduce_op="mean")  # on the device, as NCCL needs
         # Means in float64 on the host: not every accelerator has float64 (MPS), and the CPU does.
-        values = losses.cpu().double().mean(dim=1).tolist()
+        # Lightning hands on each micro-batch's loss divided by the accumulation count, so the
+        # step's loss (the mean over its micro-batches) is their sum.
+        values = losses.cpu().double().sum(dim=1).tolist()
         seconds = time.perf_counter() - (self._interval_started or time.perf_counter())
         tokens = self.windows_per_step * self.max_length * trainer.world_size * len(self._pending)
         rate = tokens / max(seconds, 1e-9)

@@ -126,6 +126,21 @@ def test_same_params_give_the_same_losses(
 
 
 @pytest.mark.slow
+def test_accumulated_micro_batches_record_the_loss_of_the_whole_step(
+    make_params, curve, tmp_path: Path
+) -> None:
+    """2 micro-batches of 2 windows per step are the same 4 windows, and the same gradient, as one batch
+    of 4: the recorded loss is the step's, not a micro-batch's divided by the accumulation."""
+    plots = {}
+    for name, shape in (("one", {"batch_size": 4}), ("two", {"batch_size": 2, "accumulate_grad_batches": 2})):
+        params = load_params(make_params(tmp_path / name, **shape))
+        fit(params, root=tmp_path / name)
+        plots[name] = curve(Path(params.paths.plots_dir) / "train_loss.csv", "train_loss")
+    assert plots["two"] == pytest.approx(plots["one"], rel=1e-4)
+    assert min(plots["two"]) > 1.0  # a loss, not a loss divided by 2 (ln 600 = 6.4 at the start)
+
+
+@pytest.mark.slow
 def test_losses_read_every_few_steps_as_on_a_gpu_give_the_same_record_and_mfu_with_a_peak(
     make_params, metric_history, mlflow_runs, curve, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
