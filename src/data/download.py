@@ -64,7 +64,7 @@ def download_dataset(
         )
     source = resolve_source(key, spec)
     check_source_files(key, spec, source)
-    if spec.path in TEXT_BUILDERS and (bad := _unreadable_line(spec, source.local_files.values())):
+    if bad := _unreadable_line(spec, source.local_files.values()):
         raise _bad_line_error(key, spec, bad)  # before the loader, which names no file (or lets JSON in)
     corrupted = drop_corrupted_downloads(raw / "downloads", source.urls)
     force = force_redownload or bool(corrupted)
@@ -188,8 +188,6 @@ def _url_error(key: str, url: str, error: BaseException) -> PipelineError:
 
 def _check_downloaded_text(key: str, spec: DatasetSpec, source: ResolvedSource, downloads: Path) -> None:
     """Fetched files get the check local ones got before loading (the JSON reader lets bad bytes in)."""
-    if spec.path not in TEXT_BUILDERS:
-        return
     copies = [copy for url in source.urls if (copy := find_cached_download(downloads, url)) is not None]
     bad = _unreadable_line(spec, copies)
     if bad is not None:
@@ -234,8 +232,11 @@ def _unreadable_line(
     spec: DatasetSpec, files: Iterable[Path], text_column: str | None = None
 ) -> BadLine | None:
     """The first line of ``files`` that the source's encoding cannot decode (or, given ``text_column``,
-    a JSON line without the text); None where the options let the reader replace what it cannot
-    decode or read nested JSON, which datasets then checks itself."""
+    a JSON line without the text); None for a binary format (parquet, arrow: no lines to name), and
+    where the options let the reader replace what it cannot decode or read nested JSON, which datasets
+    then checks itself."""
+    if spec.path not in TEXT_BUILDERS:
+        return None
     if spec.options.get("encoding_errors") or (text_column and "field" in spec.options):
         return None
     encoding = str(spec.options.get("encoding", "utf-8"))

@@ -12,7 +12,7 @@ import yaml
 from src.config import PARAMS_FILE, DatasetSpec, parse_params
 from src.data.download import download_all, download_dataset
 from src.data.raw_export import read_manifest
-from src.errors import ConfigError
+from src.errors import ConfigError, PipelineError
 from src.utils.typed_config import build
 
 
@@ -276,6 +276,17 @@ def test_a_file_that_is_not_utf8_names_its_line_and_the_encoding_option(tmp_path
     export = download_dataset("notes", latin, tmp_path / "cache")
     texts = read_texts(export / "train.jsonl") + read_texts(export / "validation.jsonl")
     assert "the café line" in texts
+
+
+def test_a_damaged_binary_file_is_not_called_a_text_encoding_problem(tmp_path: Path) -> None:
+    """A parquet file has no lines: its failure names the load, not a byte to convert from latin-1."""
+    (tmp_path / "r.parquet").write_bytes(b"PAR1\xa0\xff not really parquet")
+    table = spec(path="parquet", data_dir=str(tmp_path), data_files="r.parquet")
+    with pytest.raises(PipelineError) as error:
+        download_dataset("table", table, tmp_path / "cache")
+    message = str(error.value)
+    assert message.startswith("download.datasets.table: could not load 'parquet': ")
+    assert "utf-8" not in message and "encoding" not in message
 
 
 def test_a_json_line_without_the_text_names_its_line(tmp_path: Path) -> None:
