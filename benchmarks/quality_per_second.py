@@ -32,7 +32,6 @@ from default_data import default_data  # benchmarks/default_data.py, beside this
 from src.config import ModelConfig, Params, load_params
 from src.models.causal_lm import CausalLM, Vocabulary, build_model
 from src.paths import resolve_path
-from src.train.reporting import bits_per_byte
 from src.train.trainer_settings import trainer_settings
 
 CALIBRATION_STEPS = 10
@@ -40,9 +39,9 @@ CALIBRATION_STEPS = 10
 
 def train_for(
     params: Params, model_config: ModelConfig, data: Any, vocab: Vocabulary, steps: int, validate: bool = True
-) -> float:
+) -> tuple[float, float]:
     """Trains a fresh model for ``steps`` with the schedule of ``train.*`` fitted to them; the final
-    validation loss (NaN without ``validate``)."""
+    validation loss and bits per byte, as the training reports them (NaN without ``validate``)."""
     t = params.train
     train = dataclasses.replace(
         t,
@@ -61,7 +60,9 @@ def train_for(
         settings["limit_val_batches"] = 0
     trainer = L.Trainer(**settings, enable_progress_bar=False)
     trainer.fit(module, datamodule=data)  # validates after the last step (train.eval_every = steps)
-    return float(trainer.callback_metrics["val_loss"]) if validate else math.nan
+    if not validate:
+        return math.nan, math.nan
+    return float(trainer.callback_metrics["val_loss"]), float(trainer.callback_metrics["val_bpb"])
 
 
 def main() -> None:
@@ -69,10 +70,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=120.0, help="training seconds per candidate")
     args = parser.parse_args()
     params = load_params()
-    token_dir, manifest, vocab, data = default_data(params)
+    token_dir, _, vocab, data = default_data(params)
     t = params.train
-    predicted = len(data.val_splits[0]) - 1  # validation predicts every token but the first once
-    text_bytes = manifest.splits["validation"].text_bytes
     candidates = {
         "gpt2": params.model,
         "llama": dataclasses.replace(params.model, architecture="llama"),
@@ -84,7 +83,7 @@ def main() -> None:
         seconds_per_step = (time.perf_counter() - started) / CALIBRATION_STEPS
         steps = max(CALIBRATION_STEPS, int(args.budget / seconds_per_step))
         started = time.perf_counter()
-        val_loss = train_for(params, model_config, data, vocab, steps)
+        val_loss, val_bpb = train_for(params, model_config, data, vocab, steps)
         seconds = time.perf_counter() - started
         size = sum(p.numel() for p in build_model(model_config, vocab, t.max_length, token_dir).parameters())
         results[name] = {
@@ -93,7 +92,7 @@ def main() -> None:
             "seconds": round(seconds, 1),
             "tokens_per_s": round(steps * t.batch_size * t.max_length / seconds),
             "val_loss": round(val_loss, 4),
-            "val_bpb": round(bits_per_byte(val_loss * predicted, text_bytes), 4),
+            "val_bpb": round(val_bpb, 4),
         }
     print(
         json.dumps(

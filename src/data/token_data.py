@@ -85,6 +85,11 @@ class TokenDataModule(L.LightningDataModule):
             self.val_splits.append(open_tokens(token_dir, VALIDATION, manifest))
         self.weights = mixture_weights(self.names, [len(t) for t in self.train_splits], self.mixture)
 
+    @property
+    def val_text_bytes(self) -> list[int]:
+        """UTF-8 bytes of each source's validation text (what bits per byte divide by)."""
+        return [manifest.splits[VALIDATION].text_bytes for manifest in self.manifests]
+
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer  # set by Lightning when it runs this module; None in a notebook
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)

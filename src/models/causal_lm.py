@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from src.data.windows import IGNORE_INDEX
 from src.errors import ConfigError
 from src.models.architectures import new_model_config
 from src.models.chunked_loss import chunked_causal_lm_loss, unsupported_reason
-from src.models.metrics import MAX_LOSS_FOR_PERPLEXITY
+from src.models.metrics import MAX_LOSS_FOR_PERPLEXITY, bits_per_byte
 from src.models.optim import build_optimizer
 from src.utils.hub import from_folder_or_hub
 
@@ -74,11 +73,6 @@ class CausalLM(L.LightningModule):
         # The compiled wrappers are kept out of the module tree, so state_dict (and every
         # checkpoint) holds the plain weights whether or not compile is on.
         self._forward = [torch.compile(model) if train.compile else model]
-        self.val_sources: list[str] = ["validation"]
-        """The names of the validation sources (batches carry a source index; see SourceValidation)."""
-        self.val_text_bytes: list[int] = []
-        """UTF-8 bytes of each source's validation text (token manifests); when set, validation reports
-        bits per byte."""
         self._body: list[nn.Module] = []
         if train.loss_chunk_tokens:
             if reason := unsupported_reason(model):
@@ -114,7 +108,12 @@ class CausalLM(L.LightningModule):
         self._val_count.index_add_(0, source, scored.reshape(1))
 
     def on_validation_epoch_start(self) -> None:
-        sources = len(self.val_sources)
+        # The sources and their validation bytes come from the data module that makes the batches
+        # (TokenDataModule); other data has one source, and no bits per byte.
+        data = getattr(self.trainer, "datamodule", None)
+        self._val_sources: list[str] = list(getattr(data, "names", None) or ["validation"])
+        self._val_text_bytes: list[int] = list(getattr(data, "val_text_bytes", None) or [])
+        sources = len(self._val_sources)
         self._val_sum = torch.zeros(sources, device=self.device, dtype=torch.float64)
         self._val_count = torch.zeros(sources, device=self.device, dtype=torch.int64)
 
@@ -131,15 +130,17 @@ class CausalLM(L.LightningModule):
             "val_loss": val_loss,
             "val_perplexity": torch.exp(val_loss.clamp(max=MAX_LOSS_FOR_PERPLEXITY)),
         }
-        if self.val_text_bytes:
+        text_bytes = self._val_text_bytes
+        if text_bytes:
             # The summed loss in bits over the bytes it predicted: the figure that compares tokenizers.
-            metrics["val_bpb"] = (sums.sum() / (math.log(2) * sum(self.val_text_bytes))).float()
-        if len(self.val_sources) > 1:
-            for index, name in enumerate(self.val_sources):
+            metrics["val_bpb"] = torch.tensor(bits_per_byte(float(sums.sum()), sum(text_bytes)))
+        if len(self._val_sources) > 1:
+            for index, name in enumerate(self._val_sources):
                 metrics[f"val_loss/{name}"] = (sums[index] / counts[index].clamp(min=1)).float()
-                if self.val_text_bytes:
-                    bits = sums[index] / (math.log(2) * self.val_text_bytes[index])
-                    metrics[f"val_bpb/{name}"] = bits.float()
+                if text_bytes:
+                    metrics[f"val_bpb/{name}"] = torch.tensor(
+                        bits_per_byte(float(sums[index]), text_bytes[index])
+                    )
         return metrics
 
     def configure_optimizers(self) -> Any:

@@ -16,16 +16,15 @@ from typing import Any
 import lightning as L
 
 from src.config import Params
-from src.data.raw_export import VALIDATION
 from src.data.token_data import TokenDataModule
 from src.models.causal_lm import CausalLM, build_model
 from src.models.flops import flops_per_token
-from src.models.metrics import perplexity
+from src.models.metrics import bits_per_byte, perplexity
 from src.paths import resolve_path, workspace_root
 from src.train.callbacks import PeriodicCheckpoint, RestoreTrainingState, StepRecorder
 from src.train.checkpoints import CheckpointState, rng_states, shaping_settings
 from src.train.history import History
-from src.train.reporting import bits_per_byte, unigram_nats
+from src.train.reporting import unigram_nats
 from src.train.run_inputs import RunInputs
 from src.train.tracking import RunTracker
 from src.train.trainer_settings import progress_bar, trainer_settings
@@ -61,10 +60,7 @@ def build_module(params: Params, root: Path, inputs: RunInputs) -> CausalLM:
     model = build_model(
         params.model, inputs.vocabulary, params.train.max_length, model_cache, params.download.hub_timeout_s
     )
-    module = CausalLM(model, params.train)
-    module.val_sources = [source.name for source in inputs.sources]
-    module.val_text_bytes = [source.manifest.splits[VALIDATION].text_bytes for source in inputs.sources]
-    return module
+    return CausalLM(model, params.train)
 
 
 def train_on_rank(
@@ -154,15 +150,17 @@ def train_on_rank(
         "tokens_seen": history.tokens_seen,
     }
     metrics.update({name: float(value) for name, value in final.items() if "/" in name})  # per source
-    metrics.update(unigram_baseline(data, module.val_text_bytes, inputs.vocabulary.size))
+    if trainer.is_global_zero:  # only rank 0's metrics are reported: the others skip the count
+        metrics.update(unigram_baseline(data, inputs.vocabulary.size))
     metrics.update(recorder.speed(metrics["tokens_per_s"], trainer.world_size))
     return Outcome(module, history, metrics, model_weights(trainer))
 
 
-def unigram_baseline(data: TokenDataModule, val_text_bytes: list[int], vocab_size: int) -> dict[str, float]:
-    """The unigram model of the training tokens (all sources) on the validation text: its perplexity
-    and bits per byte overall, and bits per byte per source when there are several."""
-    nats = unigram_nats(data.train_splits, data.val_splits, vocab_size)  # per source
+def unigram_baseline(data: TokenDataModule, vocab_size: int) -> dict[str, float]:
+    """The unigram model of the training data (the sources mixed by weight) on the validation text: its
+    perplexity and bits per byte overall, and bits per byte per source when there are several."""
+    nats = unigram_nats(data.train_splits, data.val_splits, vocab_size, data.weights)  # per source
+    val_text_bytes = data.val_text_bytes
     tokens = sum(len(split) for split in data.val_splits)
     baseline = {
         "unigram_perplexity": math.exp(sum(nats) / tokens),

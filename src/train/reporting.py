@@ -16,21 +16,24 @@ from src.utils.files import canonical_json, write_text_atomic
 
 
 def unigram_nats(
-    train_splits: Sequence[np.ndarray], val_splits: Sequence[np.ndarray], vocab_size: int
+    train_splits: Sequence[np.ndarray],
+    val_splits: Sequence[np.ndarray],
+    vocab_size: int,
+    weights: Sequence[float] = (1.0,),
 ) -> list[float]:
-    """Loss (nats, summed) of each validation split under add-one-smoothed frequencies of all the
-    training tokens: the baseline the model must beat by a wide margin to have learnt something."""
-    counts = np.ones(vocab_size, dtype=np.float64)
-    for tokens in train_splits:
+    """Loss (nats, summed) of each validation split under the unigram distribution training draws
+    from: each source's add-one-smoothed token frequencies, mixed by its weight (``train.mixture``).
+    The model has learnt something only if it beats this by a wide margin."""
+    probabilities = np.zeros(vocab_size, dtype=np.float64)
+    for tokens, weight in zip(train_splits, weights, strict=True):
+        if not weight:
+            continue  # validated on, never trained on
+        counts = np.ones(vocab_size, dtype=np.float64)
         for start in range(0, len(tokens), 1 << 24):  # chunks keep memory flat on a memory map
             counts += np.bincount(np.asarray(tokens[start : start + (1 << 24)]), minlength=vocab_size)
-    log_probs = np.log(counts / counts.sum())
+        probabilities += weight * (counts / counts.sum())
+    log_probs = np.log(probabilities)
     return [float(-log_probs[np.asarray(tokens)].sum()) for tokens in val_splits]
-
-
-def bits_per_byte(total_nats: float, text_bytes: int) -> float:
-    """A loss summed over a text (nats), in bits per UTF-8 byte of it: comparable across tokenizers."""
-    return total_nats / (math.log(2) * text_bytes) if text_bytes else math.nan
 
 
 def write_metrics(path: Path, metrics: dict[str, float]) -> None:

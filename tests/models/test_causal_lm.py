@@ -71,3 +71,60 @@ def test_compiled_module_still_saves_plain_weights(tmp_path: Path) -> None:
     compiled = CausalLM(model, TrainConfig(compile=True)).state_dict()
     assert list(compiled) == list(plain)
     assert all(key.startswith("model.") and "_orig_mod" not in key for key in compiled)
+
+
+def test_validation_sums_the_loss_per_source_over_every_rank(tmp_path: Path) -> None:
+    """Two sources, two ranks (one of them with a padding batch): each source's loss is the mean over
+    its own validation tokens, the combined one is token-weighted, and bits per byte divide the summed
+    loss by each source's bytes."""
+    import math
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from src.data.windows import IGNORE_INDEX, SourceValidation
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_layer=1, n_head=1, n_embd=8), Vocabulary(50, 0), 8, tmp_path)
+    module = CausalLM(model, TrainConfig(max_steps=10, warmup_steps=1)).eval()
+    rng = np.random.default_rng(0)
+    sources = [rng.integers(1, 50, 40).astype(np.uint16), rng.integers(1, 50, 23).astype(np.uint16)]
+    windows = SourceValidation(sources, 8)
+    data = SimpleNamespace(names=["a", "b"], val_text_bytes=[100, 57])
+    module._trainer = SimpleNamespace(
+        datamodule=data, strategy=SimpleNamespace(reduce=lambda t, reduce_op: t)
+    )
+    logged: dict[str, float] = {}
+    module.log = lambda name, value, **_: logged.__setitem__(name, float(value))
+
+    batches = [b for rank in (0, 1) for b in windows.batches(2, rank, world_size=2)]
+    assert [windows.PADDING] in batches  # 6 + 4 windows: 3 + 2 batches over 2 ranks, one rank pads
+    module.on_validation_epoch_start()
+    with torch.no_grad():
+        for index in batches:  # both ranks' batches into one sum: what the reduce over ranks gives
+            items = [windows[i] for i in index]
+            batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+            module.validation_step(batch, 0)
+    module.on_validation_epoch_end()
+
+    def summed_loss(tokens: np.ndarray) -> tuple[float, int]:  # every token but the first, predicted once
+        # The model has 8 positions: score the stream window by window as the validation set does.
+        total, count = 0.0, 0
+        for index in range(len(SourceValidation([tokens], 8))):
+            item = SourceValidation([tokens], 8)[index]
+            with torch.no_grad():
+                out = model(input_ids=item["input_ids"][None]).logits[0, :-1]
+            targets = item["labels"][1:]
+            keep = targets != IGNORE_INDEX
+            total += torch.nn.functional.cross_entropy(out[keep], targets[keep], reduction="sum").item()
+            count += int(keep.sum())
+        return total, count
+
+    totals = {name: summed_loss(tokens) for name, tokens in zip("ab", sources, strict=True)}
+    assert {name: count for name, (_, count) in totals.items()} == {"a": 39, "b": 22}
+    for name, (total, count) in totals.items():
+        assert logged[f"val_loss/{name}"] == pytest.approx(total / count, rel=1e-5)
+    nats = sum(total for total, _ in totals.values())
+    assert logged["val_loss"] == pytest.approx(nats / 61, rel=1e-5)
+    assert logged["val_bpb"] == pytest.approx(nats / (math.log(2) * 157), rel=1e-5)
+    assert logged["val_bpb/b"] == pytest.approx(totals["b"][0] / (math.log(2) * 57), rel=1e-5)
