@@ -83,6 +83,11 @@ def test_repository_params_file_validates() -> None:
             "train.mixture: 'notes' is not in tokenize.datasets; add it there",
         ),
         (
+            "tokenize.datasets",
+            ["kjv", "tokenizer"],
+            "tokenize.datasets: 'tokenizer' names the tokenizer's folder; rename that dataset",
+        ),
+        (
             "tokenize.special_tokens",
             "<|endoftext|>",
             "tokenize.special_tokens: expected a list of strings, got '<|endoftext|>'",
@@ -167,3 +172,14 @@ def test_settings_that_would_fail_only_at_the_end_are_refused_now() -> None:
     assert error_of(with_value("train.sample_prompt", "")).startswith(
         "train.sample_prompt: must not be empty"
     )
+
+
+def test_a_mixture_names_every_tokenized_dataset() -> None:
+    data = with_value("download.local", {"notes": {"path": "text", "data_dir": "corpus"}})
+    data["tokenize"]["datasets"] = ["kjv", "notes"]
+    data["train"]["mixture"] = {"kjv": 1}
+    assert error_of(data) == (
+        "train.mixture: no weight for 'notes' of tokenize.datasets; give it one (0 = validate only)"
+    )
+    data["train"]["mixture"] = {"kjv": 1, "notes": 0}
+    assert parse_params(data).train.mixture == {"kjv": 1.0, "notes": 0.0}

@@ -129,3 +129,9 @@ def test_mixture_shares_resume_ranks_and_wrap_around(caplog: pytest.LogCaptureFi
             stream(length=length // world_size, rank=r, world_size=world_size) for r in range(world_size)
         ]
         assert [start for step in zip(*ranks, strict=True) for start in step] == straight
+
+
+def test_a_source_of_weight_zero_gives_no_training_window() -> None:
+    """``train.mixture: {a: 0, b: 1}``: a is validated on, never trained on."""
+    sampler = WindowSampler([5_000, 3_000], 64, seed=0, weights=[0.0, 1.0], names=["a", "b"], length=500)
+    assert all(start >= 5_000 for start in sampler)
