@@ -42,6 +42,7 @@ OPERATIONAL_KEYS = {
     "train.keep_configurations",
     "train.num_workers",
     "train.compile",
+    "train.loss_chunk_tokens",  # the same loss in pieces (equal to float rounding), as compile is
     "train.peak_tflops",  # what MFU is measured against, not what is trained
     "ray.address",
     "ray.storage_path",
