@@ -79,6 +79,17 @@ def new_model_config(config: ModelConfig, vocab_size: int, eos_id: int, max_leng
                 f"model.config.{key}: not a setting of the {family} config; see its documentation"
             )
     settings = common_settings(config, vocab_size, eos_id, max_length)
+    # The vocabulary and the size must reach the model: a family whose config has no such setting
+    # (a composite, multimodal config) would silently build its default size instead.
+    gpt2_names = "n_embd" in settings
+    sizing = ("vocab_size", *(("n_embd", "n_layer") if gpt2_names else ("hidden_size", "num_hidden_layers")))
+    missing = [key for key in sizing if not hasattr(defaults, key)]
+    if missing:
+        raise ConfigError(
+            f"model.architecture: the {family} config has no {', '.join(missing)} setting (a composite or "
+            f"multimodal config), so model.n_embd, model.n_layer and the vocabulary cannot be applied; "
+            f"choose a text causal-LM family (for example {', '.join(TESTED_FAMILIES)})"
+        )
     settings = {k: v for k, v in settings.items() if hasattr(defaults, k)} | dict(config.config)
     try:
         return AutoConfig.for_model(family, **settings)

@@ -47,10 +47,12 @@ def matmul_parameters(model: nn.Module) -> int:
 
 
 def attention_width(config: object) -> int:
-    """Heads x head size: the width of the attention products (the hidden size for GPT-2 and most)."""
-    hidden = config.hidden_size
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    """Heads x head size: the width of the attention products (the hidden size for GPT-2 and most);
+    0 for a model without attention heads (state-space and recurrent families)."""
+    heads = getattr(config, "num_attention_heads", None)
+    if not heads:
+        return 0
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return heads * head_dim
 
 

@@ -49,3 +49,12 @@ def test_utilization_is_achieved_over_peak_times_devices() -> None:
     # 400k tokens/s at 1 GFLOP per token is 400 TFLOP/s: 40% of one 1000-TFLOP/s device, 20% of two.
     assert utilization(400_000, 10**9, 1000.0) == pytest.approx(0.4)
     assert utilization(400_000, 10**9, 1000.0, devices=2) == pytest.approx(0.2)
+
+
+def test_a_model_without_attention_heads_has_no_attention_term() -> None:
+    from transformers import MambaConfig
+
+    from src.models.flops import attention_width
+
+    assert attention_width(MambaConfig(hidden_size=64, num_hidden_layers=2)) == 0
+    assert attention_width(GPT2Config(n_embd=64, n_head=4)) == 64
