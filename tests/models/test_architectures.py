@@ -56,7 +56,7 @@ def test_a_gated_mlp_has_the_parameters_of_gpt2s_mlp() -> None:
         ({"architecture": "qwen2", "config": {"hidden_act": 5}}, r"model: the qwen2 config refuses"),
         (  # a composite config: the size and the vocabulary would be silently left at its defaults
             {"architecture": "gemma3"},
-            r"model\.architecture: the gemma3 config has no vocab_size, hidden_size, num_hidden_layers setting",
+            r"model\.architecture: the gemma3 config has no vocab_size, hidden_size, num_hidden_layers",
         ),
     ],
 )
