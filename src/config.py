@@ -371,6 +371,21 @@ class Params:
     """MLflow tracking."""
 
     def __post_init__(self) -> None:
+        cache_dir = resolve_path(self.paths.cache_dir)
+        for name, spec in self.download.local.items():
+            folder = resolve_path(spec.data_dir or ".")
+            if folder == PROJECT_ROOT or not (spec.data_dir or "").strip():
+                raise FieldError(
+                    f"download.local.{name}.data_dir",
+                    "the project root would be the corpus (and DVC would watch all of it); give the "
+                    "folder that holds the files",
+                )
+            if cache_dir == folder or folder in cache_dir.parents:
+                raise FieldError(
+                    f"download.local.{name}.data_dir",
+                    f"{spec.data_dir!r} holds paths.cache_dir, where the exports and tokens are written; "
+                    "give a folder outside it",
+                )
         known = self.download.all_datasets()
         for name in self.tokenize.datasets:
             if name not in known:

@@ -183,3 +183,17 @@ def test_a_mixture_names_every_tokenized_dataset() -> None:
     )
     data["train"]["mixture"] = {"kjv": 1, "notes": 0}
     assert parse_params(data).train.mixture == {"kjv": 1.0, "notes": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("data_dir", "message"),
+    [
+        ("", "download.local.notes.data_dir: the project root would be the corpus"),
+        (".", "download.local.notes.data_dir: the project root would be the corpus"),
+        ("data", "download.local.notes.data_dir: 'data' holds paths.cache_dir, where the exports"),
+        ("data/main_cache", "download.local.notes.data_dir: 'data/main_cache' holds paths.cache_dir"),
+    ],
+)
+def test_a_local_folder_is_neither_the_project_nor_around_the_cache(data_dir: str, message: str) -> None:
+    data = with_value("download.local", {"notes": {"path": "text", "data_dir": data_dir}})
+    assert error_of(data).startswith(message)
