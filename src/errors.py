@@ -6,6 +6,12 @@ message must name the key or file at fault and say what to do about it.
 """
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first non-blank line of an error's message (its type when it has none), for a one-line report."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(error).__name__
+
+
 class PipelineError(Exception):
     """A failure caused by input the user controls (params, files, network)."""
 

@@ -342,11 +342,11 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """
     from src.config import load_params
     from src.data.download import download_all
-    from src.data.sources import _resolve_local_file
+    from src.data.sources import _package_file
     from src.data.tokenize_corpus import make_tokenizer, tokenize_from_params
 
     folder = tmp_path_factory.mktemp("tiny_data")
-    kjv = _resolve_local_file("test", "package://bible/data/kjv.jsonl", PROJECT_ROOT)
+    kjv = _package_file("test", "package://bible/data/kjv.jsonl")
     lines = kjv.read_text(encoding="utf-8").splitlines(keepends=True)[:KJV_LINES]
     corpus = folder / "kjv_small.jsonl"
     corpus.write_text("".join(lines), encoding="utf-8")

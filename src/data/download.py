@@ -29,7 +29,7 @@ from src.data.sources import (
     packaged_builders,
     resolve_source,
 )
-from src.errors import ConfigError, PipelineError
+from src.errors import ConfigError, PipelineError, first_line
 from src.paths import display_path
 from src.utils.files import check_writable, sha256_file
 from src.utils.hub import hub_is_reachable, use_offline_hub
@@ -63,7 +63,7 @@ def download_dataset(
             f"{key}: the name clashes with a Hugging Face cache folder under {raw}; rename the dataset"
         )
     source = resolve_source(key, spec)
-    check_source_files(key, spec, source)
+    check_source_files(key, source)
     if bad := _unreadable_line(spec, source.local_files.values()):
         raise _bad_line_error(key, spec, bad)  # before the loader, which names no file (or lets JSON in)
     corrupted = drop_corrupted_downloads(raw / "downloads", source.urls)
@@ -132,7 +132,7 @@ def _load(key: str, spec: DatasetSpec, source: ResolvedSource, raw: Path, mode: 
         url = _failed_url(error, source.urls)
         if url:
             raise _url_error(key, url, error) from None
-        raise PipelineError(f"{key}: could not fetch {spec.path!r}: {_first_line(error)}") from None
+        raise PipelineError(f"{key}: could not fetch {spec.path!r}: {first_line(error)}") from None
     except StopIteration:  # what the JSON reader raises for a source without a single row
         raise PipelineError(
             f"{key}.data_files: the {spec.path!r} source files hold no rows; give files with documents"
@@ -146,11 +146,11 @@ def _load(key: str, spec: DatasetSpec, source: ResolvedSource, raw: Path, mode: 
         if bad is not None:
             raise _bad_line_error(key, spec, bad) from None
         if spec.options and isinstance(error, TypeError | ValueError) and _names_an_option(error, spec):
-            raise ConfigError(f"{key}.options: {_first_line(error)}; fix or remove the option") from None
+            raise ConfigError(f"{key}.options: {first_line(error)}; fix or remove the option") from None
         if isinstance(error, TypeError):
             raise
         raise PipelineError(
-            f"{key}: could not load {spec.path!r}: {_first_line(cause)}; check the source files and settings"
+            f"{key}: could not load {spec.path!r}: {first_line(cause)}; check the source files and settings"
         ) from None
     if not isinstance(dataset, DatasetDict):
         raise ConfigError(f"{key}: expected a dataset with named splits, got {type(dataset).__name__}")
@@ -169,7 +169,7 @@ def _load_or_rebuild(key: str, source: ResolvedSource, raw: Path, mode: Any, *, 
         # A source that cannot be fetched is not a damaged cache: rebuilding would fail the same way.
         if not retry or mode == DownloadMode.FORCE_REDOWNLOAD or _failed_url(error, source.urls):
             raise
-        log.warning("%s: the cached copy could not be read (%s); rebuilding it", key, _first_line(error))
+        log.warning("%s: the cached copy could not be read (%s); rebuilding it", key, first_line(error))
     return load_dataset(**source.load_args, cache_dir=str(raw), download_mode=DownloadMode.FORCE_REDOWNLOAD)
 
 
@@ -181,7 +181,7 @@ def _failed_url(error: BaseException, urls: tuple[str, ...]) -> str | None:
 
 def _url_error(key: str, url: str, error: BaseException) -> PipelineError:
     return PipelineError(
-        f"{key}.data_files: cannot fetch {url} ({_first_line(error)}); check the address and the network, "
+        f"{key}.data_files: cannot fetch {url} ({first_line(error)}); check the address and the network, "
         "or download the file and give its path"
     )
 
@@ -258,11 +258,6 @@ def _bad_line_error(key: str, spec: DatasetSpec, bad: BadLine) -> ConfigError:
 def _names_an_option(error: BaseException, spec: DatasetSpec) -> bool:
     text = str(error)
     return "Config" in text and any(repr(option) in text or option in text for option in spec.options)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 def download_all(

@@ -208,17 +208,7 @@ def _package_file(key: str, entry: str) -> Path:
     return path
 
 
-def _resolve_local_file(key: str, entry: str, root: Path) -> Path:
-    """One local file (or ``package://`` file) by its ``data_files`` name."""
-    if entry.startswith(PACKAGE_SCHEME):
-        return _package_file(key, entry)
-    path = resolve_path(entry, root)
-    if not path.is_file():
-        raise ConfigError(f"{key}: file {entry!r} not found; fix the path (relative to the project root)")
-    return path
-
-
-def check_source_files(key: str, spec: DatasetSpec, source: ResolvedSource) -> None:
+def check_source_files(key: str, source: ResolvedSource) -> None:
     """Refuse empty local source files before the loader reads them: it fails on them deep inside
     (an empty JSON file is a bare ``StopIteration``). Undecodable lines are found by
     ``source_files.find_unreadable_line``, which the download runs before loading."""

@@ -38,6 +38,7 @@ from src.data.token_files import TOKENIZER_DIR, read_token_manifest, token_dtype
 from src.data.tokenizer_setup import (
     eos_id,
     load_pretrained,
+    load_tokenizer_folder,
     pretrained_eos_token,
     tokenizer_fingerprint,
     train_bpe,
@@ -284,20 +285,12 @@ def make_tokenizer(params: Params) -> Path:
 
 def load_made_tokenizer(folder: Path) -> tuple[Any, TokenizerRecord]:
     """The tokenizer the tokenizer stage saved in ``folder``, and its record."""
-    from transformers import AutoTokenizer
-
     path = folder / TOKENIZER_RECORD
     try:
         record = TokenizerRecord.from_json(path.read_text(encoding="utf-8"), path)
     except FileNotFoundError:
         raise PipelineError(f"{display_path(path)}: not found; run `dvc repro tokenizer` first") from None
-    try:
-        return AutoTokenizer.from_pretrained(str(folder)), record
-    except (OSError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise PipelineError(
-            f"{display_path(folder)}: cannot load the tokenizer ({reason}); re-run `dvc repro tokenizer`"
-        ) from None
+    return load_tokenizer_folder(folder, "tokenizer"), record
 
 
 def splits_to_tokenize(params: Params, dataset: str, export: ExportManifest) -> dict[str, ExportSplit]:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from src.config import TokenizeConfig
-from src.errors import ConfigError
+from src.errors import ConfigError, PipelineError, first_line
+from src.paths import display_path
 from src.utils.hub import from_folder_or_hub
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,20 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     """
     canonical = json.dumps(tokenizer_json(tokenizer), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def load_tokenizer_folder(folder: Path, stage: str) -> Any:
+    """A tokenizer the pipeline saved (``save_pretrained``) in ``folder``; one line naming the folder and
+    the DVC stage that writes it when it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as error:
+        raise PipelineError(
+            f"{display_path(folder)}: cannot load the tokenizer ({first_line(error, 200)}); re-run "
+            f"`dvc repro {stage}` (or `dvc checkout`)"
+        ) from None
 
 
 def tokenizer_dir_name(tokenizer: Any) -> str:

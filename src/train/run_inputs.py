@@ -22,7 +22,7 @@ from src.data.token_files import (
     read_token_manifest,
     verify_token_files,
 )
-from src.data.tokenizer_setup import tokenizer_fingerprint
+from src.data.tokenizer_setup import load_tokenizer_folder, tokenizer_fingerprint
 from src.data.windows import windows_per_epoch
 from src.errors import ConfigError, PipelineError
 from src.models.causal_lm import Vocabulary
@@ -123,7 +123,6 @@ def read_token_folder(params: Params, root: Path, name: str) -> TokenFolder:
 
 def prepare_run_inputs(params: Params, root: Path) -> RunInputs:
     """Read the token manifests and tokenizer and fingerprint the run (the resume point comes later)."""
-    from transformers import AutoTokenizer
 
     if params.model.pretrained:
         check_folder_exists(params.model.pretrained, key="model.pretrained")  # loaded only after start
@@ -131,15 +130,7 @@ def prepare_run_inputs(params: Params, root: Path) -> RunInputs:
     settings = flatten(as_plain_dict(params))
     inputs = {f"tokens of {source.name}": source.manifest_sha256 for source in sources}
     inputs["code"] = training_code_fingerprint()
-    tokenizer_dir = sources[0].path / TOKENIZER_DIR
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    except (OSError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise PipelineError(
-            f"{display_path(tokenizer_dir)}: cannot load the tokenizer ({reason}); re-run "
-            "`dvc repro tokenize` (or `dvc checkout`)"
-        ) from None
+    tokenizer = load_tokenizer_folder(sources[0].path / TOKENIZER_DIR, "tokenize")
     fingerprint = tokenizer_fingerprint(tokenizer)
     for source in sources:  # all made by the one tokenizer: the same ids mean the same text
         check_tokenizer(source.path, source.manifest, fingerprint)

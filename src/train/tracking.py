@@ -31,7 +31,7 @@ import yaml
 from src.config import MlflowConfig
 from src.data.manifests import MANIFEST
 from src.data.token_files import TokenFolder
-from src.errors import PipelineError
+from src.errors import PipelineError, first_line
 from src.paths import PROJECT_ROOT, display_path, workspace_root
 from src.utils.faults import kill_point
 from src.utils.files import check_writable
@@ -100,9 +100,7 @@ def store_errors(uri: str) -> Iterator[None]:
 
 def _reason(error: BaseException) -> str:
     """The first line of the root cause (SQLAlchemy wraps the driver's message in several more)."""
-    cause = getattr(error, "orig", None) or error
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    return lines[0][:200] if lines else type(cause).__name__
+    return first_line(getattr(error, "orig", None) or error, 200)
 
 
 @contextmanager

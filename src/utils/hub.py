@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from src.errors import ConfigError, PipelineError
+from src.errors import ConfigError, PipelineError, first_line
 from src.paths import PROJECT_ROOT, display_path, resolve_path
 
 T = TypeVar("T")
@@ -71,7 +71,7 @@ def from_folder_or_hub(
         except (OSError, ValueError) as error:
             raise ConfigError(
                 f"{key}: folder {display_path(folder, root)} holds nothing {load_what(load)} can load "
-                f"({_first_line(error)}); point {key} at a folder saved with save_pretrained"
+                f"({first_line(error)}); point {key} at a folder saved with save_pretrained"
             ) from None
     check_folder_exists(name_or_path, key=key, root=root)
     offline = not hub_is_reachable(timeout_s)
@@ -87,7 +87,7 @@ def from_folder_or_hub(
                 "or give a folder in the project"
             ) from None
         raise ConfigError(
-            f"{key}: cannot load {name_or_path!r} (not a folder in the project either): {_first_line(error)}"
+            f"{key}: cannot load {name_or_path!r} (not a folder in the project either): {first_line(error)}"
         ) from None
 
 
@@ -114,8 +114,3 @@ def load_what(load: Callable[..., Any]) -> str:
     """``AutoTokenizer`` for ``AutoTokenizer.from_pretrained``: the loader's class, for messages."""
     owner = getattr(load, "__self__", None)
     return getattr(owner, "__name__", None) or getattr(load, "__qualname__", "the loader").split(".")[0]
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(error).__name__

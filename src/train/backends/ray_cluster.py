@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from src.config import RayConfig, available_cores
-from src.errors import ConfigError, PipelineError
+from src.errors import ConfigError, PipelineError, first_line
 from src.paths import PROJECT_ROOT
 
 #: Set before Ray is imported (it reads them then); values the user set win.
@@ -84,7 +84,7 @@ def ray_cluster(config: RayConfig, root: Path) -> Iterator[None]:
             ray.init(address=config.address, runtime_env=runtime_env, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise PipelineError(
-                f"ray.address: cannot connect to {config.address} ({str(error).splitlines()[0][:200]}); "
+                f"ray.address: cannot connect to {config.address} ({first_line(error, 200)}); "
                 'start the cluster (ray start --head), or set ray.address to "" for a local one'
             ) from None
     else:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from src.config import Params, parse_params
-from src.errors import ConfigError, PipelineError
+from src.errors import ConfigError, PipelineError, first_line
 from src.paths import display_path, resolve_path
 from src.train.backends.ray_cluster import check_resources, local_resources, ray_cluster
 from src.train.checkpoints import (
@@ -215,7 +215,7 @@ def failure_line(error: BaseException) -> str:
     if failures:
         rank, failure = sorted(failures.items())[0]
         cause = getattr(failure, "cause", None) or failure
-        return f"rank {rank}: {type(cause).__name__}: {str(cause).strip().splitlines()[0][:300]}"
+        return f"rank {rank}: {type(cause).__name__}: {first_line(cause)}"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1][:300] if lines else type(error).__name__
 
