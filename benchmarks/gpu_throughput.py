@@ -78,8 +78,9 @@ def windows(vocab: int, context: int, batch: int, steps: int, seed: int = 0) -> 
 
 def project_rate(
     module: CausalLM, train: TrainConfig, data: DataLoader, warmup: int, deterministic: bool = False
-) -> float:
-    """Tokens/s of the training path ``train_on_rank`` runs: its Trainer settings and callbacks.
+) -> tuple[float, float]:
+    """Tokens/s of the training path ``train_on_rank`` runs (its Trainer settings and callbacks), and
+    the loss of its last step.
 
     ``deterministic=True`` asks for deterministic kernels, as the project did on GPUs before it was
     measured here, to show what they cost (see ``trainer_settings``).
@@ -88,8 +89,9 @@ def project_rate(
     settings = trainer_settings(train, placement)
     if deterministic:
         settings["deterministic"] = "warn"  # deterministic kernels where they exist, a warning elsewhere
+    history = History()
     recorder = StepRecorder(
-        History(),
+        history,
         start_step=0,
         max_steps=train.max_steps,
         windows_per_step=train.batch_size,
@@ -102,13 +104,15 @@ def project_rate(
     trainer = L.Trainer(**settings, callbacks=[recorder, clock, *progress_bar(placement)])
     trainer.fit(module, train_dataloaders=data)
     torch.use_deterministic_algorithms(False)  # Lightning leaves it set for the whole process
-    return (train.max_steps - warmup) * train.batch_size * train.max_length / clock.seconds
+    rate = (train.max_steps - warmup) * train.batch_size * train.max_length / clock.seconds
+    return rate, history.train[-1]["train_loss"]
 
 
 def plain_rate(
     module: CausalLM, train: TrainConfig, device: torch.device, data: DataLoader, warmup: int
-) -> float:
-    """Tokens/s of a hand-written loop over the same module, optimizer and schedule, never syncing."""
+) -> tuple[float, float]:
+    """Tokens/s of a hand-written loop over the same module, optimizer and schedule, never syncing
+    until the end; and the loss of its last step."""
     module.to(device).train()
     configured = module.configure_optimizers()
     optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
@@ -126,7 +130,8 @@ def plain_rate(
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
     _synchronize()
-    return (train.max_steps - warmup) * train.batch_size * train.max_length / (time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return (train.max_steps - warmup) * train.batch_size * train.max_length / seconds, loss.item()
 
 
 def measure(
@@ -161,12 +166,13 @@ def measure(
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
             if path == "plain_torch":
-                rate = plain_rate(module, train, device, data, warmup)
+                rate, last_loss = plain_rate(module, train, device, data, warmup)
             else:
-                rate = project_rate(
+                rate, last_loss = project_rate(
                     module, train, data, warmup, deterministic=path == "project_deterministic"
                 )
-            results[path] = {"tokens_per_s": round(rate)}
+            # The same model, data and optimizer: the paths end on the same loss (to float rounding).
+            results[path] = {"tokens_per_s": round(rate), "last_loss": float(f"{last_loss:.6g}")}
             if cuda:
                 results[path]["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
             results["attention"] = model.config._attn_implementation

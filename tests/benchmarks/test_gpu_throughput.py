@@ -17,9 +17,11 @@ def test_gpu_throughput_runs_its_cpu_configuration_and_prints_the_ratio(python_r
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["preset"] == "tiny" and figures["device"].startswith("cpu")
     eager = figures["eager"]
-    for path in ("plain_torch", "project", "project_deterministic"):
-        assert eager[path]["tokens_per_s"] > 0 and eager[path]["tflops"] > 0
-    assert eager["project_vs_plain"] == pytest.approx(
-        eager["project"]["tokens_per_s"] / eager["plain_torch"]["tokens_per_s"], abs=1e-3
-    )
+    # A ratio of like with like: the project's path and the plain loop train the same model on the same
+    # windows with the same optimizer, so they end on the same loss (fp32 on the CPU).
+    plain = eager["plain_torch"]["last_loss"]
+    assert plain > 1.0  # a cross-entropy over 1,000 tokens after 3 steps, about ln(1000) = 6.9
+    for path in ("project", "project_deterministic"):
+        assert eager[path]["last_loss"] == pytest.approx(plain, rel=1e-5), path
+        assert f"{path}_vs_plain" in eager
     assert eager["attention"] == "sdpa"
