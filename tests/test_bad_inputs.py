@@ -677,7 +677,6 @@ def test_bad_input_is_one_line_and_loses_nothing(
     assert outcome.code != 0 and (case.command == V or outcome.code == 2), shown  # DVC exits with 1
     lines = error_lines(outcome.output)
     assert len(lines) == 1, shown
-    print("\nLINE", case.id, "|", lines[0])
     assert case.expect in lines[0], shown
     for text in case.absent:
         if text.startswith("file:"):
