@@ -21,6 +21,7 @@ into a shared folder anyway.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -82,6 +83,67 @@ def _isolate_process_state() -> Iterator[None]:
     drop_pipeline_log_handlers()
     os.environ.clear()
     os.environ.update(environment)
+
+
+# --------------------------------------------------------------------------- no server left behind
+
+#: Every process this test session starts inherits this variable: how its leftovers are told apart
+#: from another session's (or a user's) Ray cluster or MLflow server on the same machine.
+SESSION_MARKER = "LMPIPE_TEST_SESSION"
+
+#: Command-line pieces of the long-lived processes a test may start: Ray's cluster processes and
+#: workers, and an MLflow tracking server (with its uvicorn or gunicorn workers).
+SERVER_PROCESSES = ("raylet", "gcs_server", "ray::", "ray/_private", "ray/dashboard", "mlflow", "uvicorn")
+
+
+def session_processes() -> dict[int, str]:
+    """pid -> command line of the Ray and MLflow server processes this session started (live ones)."""
+    marker = f"{SESSION_MARKER}={os.environ[SESSION_MARKER]}".encode()
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(piece in command for piece in SERVER_PROCESSES):
+            found[int(proc.name)] = command.strip()
+    return found
+
+
+@pytest.fixture(scope="session")
+def server_processes() -> Callable[[], dict[int, str]]:
+    """``server_processes()``: pid -> command line of the live Ray and MLflow server processes this
+    test session started (a Ray Train worker's reads ``ray::RayTrainWorker``)."""
+    return session_processes
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_marker() -> None:
+    os.environ[SESSION_MARKER] = f"{os.getpid()}-{os.urandom(4).hex()}"
+
+
+@pytest.fixture(autouse=True)
+def _no_server_left_behind(_session_marker: None) -> Iterator[None]:
+    """Fail the test that leaves a Ray or MLflow server process running (given 20 s to exit),
+    and stop those processes so the next test starts clean."""
+    import signal
+    import time
+
+    before = set(session_processes())
+    yield
+    deadline = time.monotonic() + 20
+    while (left := {p: c for p, c in session_processes().items() if p not in before}) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        pytest.fail(f"this test left {len(left)} Ray or MLflow process(es): {list(left.values())[:3]}")
 
 
 # --------------------------------------------------------------------------- shared read-only folders

@@ -98,14 +98,14 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 def locked_outs(project: Path) -> dict[str, str]:
-    """The md5 ``dvc.lock`` records per output, less the two that hold measured times and run ids
-    (``metrics.json``, the checkpoints; compared on their own)."""
+    """The md5 ``dvc.lock`` records per output, less ``metrics.json`` (it holds measured times;
+    compared on its own)."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     return {
         f"{stage}: {out['path']}": out["md5"]
         for stage, entry in lock["stages"].items()
         for out in entry.get("outs", [])  # check_params writes nothing
-        if out["path"] not in ("metrics.json", "data/checkpoints")
+        if out["path"] != "metrics.json"
     }
 
 
