@@ -87,9 +87,30 @@ class CheckpointState:
         return cls(**{**data, "history": History.from_state(data["history"])})
 
 
+#: How the global batch is split: windows per device and micro-batch, micro-batches per step, and
+#: devices. Only their product, the global batch, decides the numbers: the window order is a function
+#: of the global position, and DDP averages the same gradients whichever way the batch is split (to
+#: float rounding). So a run checkpointed on 2 Ray workers resumes on 1 with twice the batch (elastic
+#: resume), and a changed global batch is a new configuration.
+BATCH_SPLIT_KEYS = ("train.batch_size", "train.accumulate_grad_batches", "ray.num_workers")
+GLOBAL_BATCH = "train.global_batch"
+
+
+def global_batch(settings: dict[str, str]) -> int:
+    """Windows per optimizer step over all devices: ``batch_size x accumulate_grad_batches x workers``."""
+    devices = int(settings["ray.num_workers"]) if settings.get("ray.use_ray") == "True" else 1
+    return int(settings["train.batch_size"]) * int(settings["train.accumulate_grad_batches"]) * devices
+
+
 def shaping_settings(settings: dict[str, str]) -> dict[str, str]:
-    """The flattened settings that decide a run's numbers (all but the operational ones)."""
-    return {k: v for k, v in settings.items() if k not in OPERATIONAL_KEYS}
+    """The flattened settings that decide a run's numbers: all but the operational ones, with the
+    batch split replaced by the global batch it makes."""
+    shaping = {k: v for k, v in settings.items() if k not in OPERATIONAL_KEYS}
+    if all(key in settings for key in BATCH_SPLIT_KEYS):
+        for key in BATCH_SPLIT_KEYS:
+            del shaping[key]
+        shaping[GLOBAL_BATCH] = str(global_batch(settings))
+    return shaping
 
 
 def code_fingerprint(files: Iterable[str], root: Path) -> str:

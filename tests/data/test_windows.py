@@ -135,3 +135,37 @@ def test_a_source_of_weight_zero_gives_no_training_window() -> None:
     """``train.mixture: {a: 0, b: 1}``: a is validated on, never trained on."""
     sampler = WindowSampler([5_000, 3_000], 64, seed=0, weights=[0.0, 1.0], names=["a", "b"], length=500)
     assert all(start >= 5_000 for start in sampler)
+
+
+@pytest.mark.parametrize(("before", "after"), [((2, 2), (1, 4)), ((1, 4), (2, 2)), ((2, 2), (4, 1))])
+def test_a_resume_on_another_number_of_ranks_continues_the_same_global_batches(
+    before: tuple[int, int], after: tuple[int, int]
+) -> None:
+    """Elastic resume: 10 steps on ``ranks x per_rank`` windows, then the rest on another split of the
+    same global batch (4): every step's global batch is the uninterrupted run's, so no window is read
+    twice and none is skipped."""
+    sizes, steps, switch = [6_000, 3_000], 30, 10
+
+    def global_batches(ranks: int, per_rank: int, first: int, last: int) -> list[list[int]]:
+        streams = [
+            list(
+                WindowSampler(
+                    sizes,
+                    64,
+                    seed=1,
+                    names=["a", "b"],
+                    rank=r,
+                    world_size=ranks,
+                    start=first * per_rank,
+                    length=(last - first) * per_rank,
+                )
+            )
+            for r in range(ranks)
+        ]
+        return [
+            sorted(w for stream in streams for w in stream[i * per_rank : (i + 1) * per_rank])
+            for i in range(last - first)
+        ]
+
+    uninterrupted = global_batches(1, 4, 0, steps)
+    assert global_batches(*before, 0, switch) + global_batches(*after, switch, steps) == uninterrupted

@@ -12,6 +12,7 @@ from src.train.checkpoints import (
     CHECKPOINT_VERSION,
     CheckpointState,
     code_fingerprint,
+    describe_change,
     find_resumable,
     list_checkpoints,
     newest_readable,
@@ -188,3 +189,28 @@ def test_a_fresh_run_replaces_the_later_checkpoints_of_an_earlier_one(tmp_path: 
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000010.ckpt"]
     save_checkpoint(tmp_path, 20, state(20), keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000010.ckpt", "step-000000020.ckpt"]
+
+
+def test_a_checkpoint_resumes_under_any_split_of_the_same_global_batch() -> None:
+    """batch_size x accumulate_grad_batches x Ray workers: only the product shapes the run."""
+
+    def settings(batch: int, accumulate: int, workers: int, use_ray: bool = True) -> dict[str, str]:
+        return {
+            **SETTINGS,
+            "train.batch_size": str(batch),
+            "train.accumulate_grad_batches": str(accumulate),
+            "ray.num_workers": str(workers),
+            "ray.use_ray": str(use_ray),
+        }
+
+    two_workers = run_fingerprint(settings(2, 1, 2), INPUTS)
+    assert run_fingerprint(settings(4, 1, 1), INPUTS) == two_workers
+    assert run_fingerprint(settings(1, 2, 2), INPUTS) == two_workers
+    assert run_fingerprint(settings(2, 1, 1), INPUTS) != two_workers  # a global batch of 2
+    # Without Ray, ray.num_workers trains nothing: one process holds the whole batch.
+    assert run_fingerprint(settings(4, 1, 8, use_ray=False), INPUTS) != run_fingerprint(
+        settings(4, 1, 8), INPUTS
+    )
+    assert shaping_settings(settings(4, 1, 8, use_ray=False))["train.global_batch"] == "4"
+    written = state(10, settings(2, 1, 2))
+    assert describe_change(written, settings(2, 1, 1), INPUTS) == "train.global_batch: 4 -> 2"

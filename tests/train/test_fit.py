@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import signal
@@ -307,6 +308,21 @@ def test_bf16_mixed_precision_trains(tiny_params, tmp_path: Path) -> None:
     train = dataclasses.replace(tiny_params.train, precision="bf16-mixed", max_steps=10, checkpoint_every=5)
     metrics = fit(dataclasses.replace(tiny_params, train=train), root=tmp_path)
     assert metrics["steps"] == 10 and math.isfinite(metrics["val_loss"])
+
+
+def test_a_checkpoint_resumes_under_another_split_of_its_global_batch(
+    make_params, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """4 windows a step, then 2 micro-batches of 2: the same run, continued; 2 windows a step is
+    another run, and the log says which setting made it one."""
+    fit(load_params(make_params(tmp_path, batch_size=4)), root=tmp_path)
+    caplog.set_level(logging.INFO, logger="src.train")
+    fit(load_params(make_params(tmp_path, batch_size=2, accumulate_grad_batches=2)), root=tmp_path)
+    assert "step-000000020.ckpt (step 20)" in caplog.text
+    caplog.clear()
+    fit(load_params(make_params(tmp_path, batch_size=2)), root=tmp_path)
+    assert "no checkpoint of these settings yet" in caplog.text
+    assert "differs in train.global_batch: 4 -> 2" in caplog.text
 
 
 @pytest.mark.slow
