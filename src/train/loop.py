@@ -42,6 +42,8 @@ class Placement:
     persist: Persist
     wrap_trainer: Callable[[L.Trainer], L.Trainer] = field(default=lambda trainer: trainer)
     """Applied to the Trainer before fitting (Ray's ``prepare_trainer``)."""
+    callbacks: tuple[L.Callback, ...] = ()
+    """More Lightning callbacks this placement needs (Ray: report each step's progress)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def train_on_rank(
         peak_tflops=t.peak_tflops,
     )
     callbacks: list[L.Callback] = [recorder, PeriodicCheckpoint(t.checkpoint_every, inputs.step, save)]
+    callbacks += placement.callbacks
     if inputs.resumed:
         callbacks.append(RestoreTrainingState(inputs.resumed))
     trainer = L.Trainer(

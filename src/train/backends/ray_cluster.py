@@ -31,6 +31,10 @@ RAY_ENVIRONMENT = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",  # each report waits for this poll (default 2 s)
 }
 
+#: Left to a cluster the pipeline did not start: it may use token authentication (its token in
+#: ``~/.ray``), and the driver must then present that token.
+LOCAL_ONLY = {"RAY_AUTH_MODE"}
+
 #: Unix socket paths are limited to 107 bytes; Ray adds about 64 to its temp dir.
 _MAX_TEMP_DIR = 43
 
@@ -72,7 +76,8 @@ def worker_environment() -> dict[str, str]:
 def ray_cluster(config: RayConfig, root: Path) -> Iterator[None]:
     """Connect to ``ray.address``, or start a local cluster that is shut down however the run ends."""
     for key, value in RAY_ENVIRONMENT.items():
-        os.environ.setdefault(key, value)
+        if key not in LOCAL_ONLY or not config.address:
+            os.environ.setdefault(key, value)
     import ray
 
     runtime_env = {

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 
 from src.config import Params, parse_params
@@ -32,6 +33,7 @@ from src.train.backends.ray_cluster import check_resources, local_resources, ray
 from src.train.checkpoints import (
     CheckpointState,
     configuration_folder,
+    nearest_other_configuration,
     newest_readable,
     prune_configurations,
     read_state,
@@ -88,6 +90,37 @@ def run_name(fingerprint: str) -> str:
     return configuration_folder(Path(), fingerprint, RAY_PREFIX).name
 
 
+class TrainingProgress:
+    """A small Ray actor the driver owns for one ``trainer.fit``: the newest step rank 0 finished, and
+    how many times the worker group has started.
+
+    Ray restarts a failed worker group from the newest checkpoint without telling the workers why;
+    with this the new rank 0 can say what happened (:func:`restart_line`), and the driver can say at
+    which step a run it could not restart failed.
+    """
+
+    def __init__(self) -> None:
+        self.step, self.starts = 0, 0
+
+    def advanced(self, step: int) -> None:
+        self.step = step
+
+    def group_started(self) -> tuple[int, int]:
+        """Called by rank 0 whenever a worker group starts: (the step reached before, restarts so far)."""
+        self.starts += 1
+        return self.step, self.starts - 1
+
+    def reached(self) -> int:
+        return self.step
+
+
+def restart_line(failed_at: int, resumed_at: int, restarts: int, max_failures: int) -> str:
+    """What rank 0 of a restarted worker group logs: where the group failed and where it goes on."""
+    allowed = "unlimited" if max_failures < 0 else str(max_failures)
+    start = f"step {resumed_at}" if resumed_at else "the start (no checkpoint yet)"
+    return f"worker failed at step {failed_at}; restarting from {start} ({restarts} of {allowed} retries)"
+
+
 class RayBackend:
     """Training on ``ray.num_workers`` Ray Train workers, checkpoints in ``ray.storage_path``."""
 
@@ -126,8 +159,10 @@ class RayBackend:
             shutil.rmtree(current)  # Ray would resume from them otherwise
         found = newest_readable(sorted(current.glob(f"checkpoint_*/{STATE_FILE}")))
         self.resume_from, state = found if found else (None, None)
-        if state is None:
-            log.info("resume: no Ray checkpoint of these settings yet")
+        if state is None:  # and what differs from the checkpoints kept (a changed global batch, say)
+            base = Path(self.storage)
+            change = nearest_other_configuration(base, current, inputs.settings, inputs.inputs, RAY_PREFIX)
+            log.info("resume: %s", change.replace("checkpoint", "Ray checkpoint", 1))
         else:
             log.info("resume: from the Ray checkpoint at step %d in %s", state.step, display_path(current))
         return state
@@ -145,7 +180,7 @@ class RayBackend:
     def train(self, inputs: RunInputs, tracker: RunTracker) -> Outcome:
         with ray_cluster(self.params.ray, self.root):
             payload = self._fit_workers(run_name(inputs.fingerprint), tracker)
-        weights = {key: torch.from_numpy(value) for key, value in payload["model"].items()}
+        weights = {key: torch.tensor(value) for key, value in payload["model"].items()}  # a copy: writable
         module = build_module(self.params, self.root, inputs)
         module.model.load_state_dict(weights)
         return Outcome(module, History.from_state(payload["history"]), payload["metrics"], weights)
@@ -156,6 +191,7 @@ class RayBackend:
         from ray.train.torch import TorchTrainer
 
         params, config = self.params, self.params.ray
+        progress = _progress_actor()
         trainer = TorchTrainer(
             worker_loop,
             train_loop_config={
@@ -164,6 +200,7 @@ class RayBackend:
                 "tracking_uri": tracker.client.tracking_uri,
                 "run_id": tracker.run_id,
                 "resume_from": str(self.resume_from) if self.resume_from else None,
+                "progress": progress,
             },
             scaling_config=ScalingConfig(
                 num_workers=config.num_workers,
@@ -187,8 +224,31 @@ class RayBackend:
         try:
             result = trainer.fit()
         except (TrainingFailedError, ray.exceptions.RayActorError) as error:
-            raise PipelineError(f"ray: training failed: {failure_line(error)} (worker logs above)") from None
+            raise PipelineError(self._failure_message(error, progress, name)) from None
         return result.return_value
+
+    def _failure_message(self, error: BaseException, progress: Any, name: str) -> str:
+        """One line: where the workers failed, why, and the checkpoint a new run resumes from."""
+        import ray
+
+        try:
+            reached = f" at step {ray.get(progress.reached.remote(), timeout=10)}"
+        except Exception:  # the actor went with its node: say what is known
+            reached = ""
+        retries = self.params.ray.max_failures
+        after = f" after {retries} restart{'s' * (retries != 1)}" if retries > 0 else ""
+        line = f"ray: training failed{reached}{after}: {failure_line(error)}"
+        newest = None
+        if "://" not in self.storage:
+            found = sorted(Path(self.storage, name).glob(f"checkpoint_*/{STATE_FILE}"))
+            newest = found[-1].parent if found else None
+        if newest is not None:
+            step = int(newest.name.rsplit("_", 1)[1])
+            return (
+                f"{line}; the checkpoint at step {step} is kept: run the same command again to resume "
+                "from it (ray.max_failures: restarts without stopping)"
+            )
+        return f"{line} (worker logs above)"
 
 
 def prune_unregistered(folder: Path, keep: int) -> list[Path]:
@@ -213,11 +273,18 @@ def failure_line(error: BaseException) -> str:
     """The original exception of the first failed rank, in one line."""
     failures = getattr(error, "worker_failures", None)
     if failures:
-        rank, failure = sorted(failures.items())[0]
+        # A worker that died takes its peers' collectives down with it ("connection reset"): the
+        # one that died is the cause.
+        rank, failure = min(failures.items(), key=lambda item: (not _lost(item[1]), item[0]))
         cause = getattr(failure, "cause", None) or failure
         return f"rank {rank}: {type(cause).__name__}: {first_line(cause)}"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1][:300] if lines else type(error).__name__
+
+
+def _lost(failure: BaseException) -> bool:
+    """A worker process that died or stopped answering (not an error its code raised)."""
+    return any(word in type(failure).__name__ for word in ("Died", "HealthCheck"))
 
 
 def worker_loop(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -233,9 +300,18 @@ def worker_loop(config: dict[str, Any]) -> dict[str, Any] | None:
             inputs = inputs.resuming(read_state(Path(folder) / STATE_FILE))
     elif config["resume_from"]:  # a new run of the same settings: the one the driver found and logged
         inputs = inputs.resuming(read_state(Path(config["resume_from"])))
-    rank = ray.train.get_context().get_world_rank()
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    node = ray.get_runtime_context().get_node_id()
+    log.info("rank %d of %d on node %s", rank, context.get_world_size(), node[:12])
+    progress = config["progress"]
+    if rank == 0:
+        failed_at, restarts = ray.get(progress.group_started.remote())
+        if restarts:
+            log.warning(restart_line(failed_at, inputs.step, restarts, params.ray.max_failures))
     tracker = RunTracker(config["tracking_uri"], None, run_id=config["run_id"]) if rank == 0 else None
-    outcome = train_on_rank(params, root, inputs, tracker, _ray_placement(params, root))
+    placement = _ray_placement(params, root, progress, inputs.step)
+    outcome = train_on_rank(params, root, inputs, tracker, placement)
     if tracker is None:
         return None
     tracker.flush()
@@ -252,7 +328,27 @@ def _to_numpy(tensor: torch.Tensor) -> Any:
     return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
 
 
-def _ray_placement(params: Params, root: Path) -> Placement:
+def _progress_actor() -> Any:
+    """A :class:`TrainingProgress` on the driver's node (it outlives the workers' nodes)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0, scheduling_strategy=here)(TrainingProgress).remote()
+
+
+class ReportProgress(L.Callback):
+    """Rank 0 tells the progress actor each step it finished (a message, never waited on)."""
+
+    def __init__(self, progress: Any, start_step: int) -> None:
+        self.progress, self.start_step = progress, start_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.is_global_zero:
+            self.progress.advanced.remote(self.start_step + trainer.global_step)
+
+
+def _ray_placement(params: Params, root: Path, progress: Any, start_step: int) -> Placement:
     import ray.train
     import ray.train.lightning as ray_lightning
 
@@ -278,4 +374,9 @@ def _ray_placement(params: Params, root: Path) -> Placement:
         "plugins": [ray_lightning.RayLightningEnvironment()],
         "enable_progress_bar": False,  # workers' output is interleaved by Ray; rank 0 logs each eval
     }
-    return Placement(options, report, wrap_trainer=ray_lightning.prepare_trainer)
+    return Placement(
+        options,
+        report,
+        wrap_trainer=ray_lightning.prepare_trainer,
+        callbacks=(ReportProgress(progress, start_step),),
+    )

@@ -161,6 +161,14 @@ def test_a_failed_worker_is_reported_by_its_first_rank_in_one_line() -> None:
     assert failure_line(WorkerGroupError("Training failed", failures)) == "rank 0: RuntimeError: boom"
     one = WorkerGroupError("Training failed", {3: ValueError("bad shape\nmore detail")})
     assert failure_line(one) == "rank 3: ValueError: bad shape"
+    # A worker that died is the cause; the peer whose collective it broke only reports that.
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+
+    died = WorkerHealthCheckFailedError("A worker health check failed.", RuntimeError("actor died"))
+    broken = {0: RuntimeError("Read error: Connection reset by peer"), 1: died}
+    assert failure_line(WorkerGroupError("Training failed", broken)).startswith(
+        "rank 1: WorkerHealthCheckFailedError: A worker health check failed."
+    )
     # Without worker failures, the last line of the error is the cause.
     assert (
         failure_line(ControllerError(RuntimeError("the controller\nlost its workers  ")))
