@@ -306,7 +306,11 @@ def worker_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     log.info("rank %d of %d on node %s", rank, context.get_world_size(), node[:12])
     progress = config["progress"]
     if rank == 0:
-        failed_at, restarts = ray.get(progress.group_started.remote())
+        try:
+            failed_at, restarts = ray.get(progress.group_started.remote(), timeout=60)
+        except Exception as error:  # the record is only for the log: training goes on without it
+            log.warning("could not read the run's progress record (%s)", first_line(error, 200))
+            failed_at, restarts = 0, 0
         if restarts:
             log.warning(restart_line(failed_at, inputs.step, restarts, params.ray.max_failures))
     tracker = RunTracker(config["tracking_uri"], None, run_id=config["run_id"]) if rank == 0 else None
@@ -333,7 +337,8 @@ def _progress_actor() -> Any:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    # Soft: through Ray Client the driver is not on a node, and the head node is as good.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     return ray.remote(num_cpus=0, scheduling_strategy=here)(TrainingProgress).remote()
 
 

@@ -17,9 +17,11 @@ from src.paths import PROJECT_ROOT
 from src.train.backends.ray_cluster import short_temp_dir
 from src.train.backends.ray_train import (
     RAY_SNAPSHOT,
+    TrainingProgress,
     check_strategy,
     failure_line,
     prune_unregistered,
+    restart_line,
     run_name,
     storage_location,
 )
@@ -175,3 +177,15 @@ def test_a_failed_worker_is_reported_by_its_first_rank_in_one_line() -> None:
         == "lost its workers"
     )
     assert failure_line(RuntimeError("")) == "RuntimeError"
+
+
+def test_a_restarted_group_says_where_it_failed_and_where_it_goes_on() -> None:
+    progress = TrainingProgress()
+    assert progress.group_started() == (0, 0)  # the first start: nothing to say
+    progress.advanced(13)
+    assert progress.reached() == 13
+    assert progress.group_started() == (13, 1)
+    assert restart_line(13, 10, 1, 1) == "worker failed at step 13; restarting from step 10 (1 of 1 retries)"
+    assert restart_line(7, 0, 2, -1) == (
+        "worker failed at step 7; restarting from the start (no checkpoint yet) (2 of unlimited retries)"
+    )
