@@ -24,6 +24,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -165,9 +166,24 @@ def _one_attempt() -> Iterator[None]:
             os.environ[name] = saved
 
 
+#: What an HTTP client's error says about the connection, most telling first: MLflow wraps it in
+#: the URL and the retries ("[Errno 111] Connection refused", a server killed mid-request, a timeout).
+_CONNECTION_FAILURES = (
+    re.compile(r"\[Errno -?\d+\] [^'\")]+"),
+    re.compile(r"Remote end closed connection without response|Connection reset by peer|Connection aborted"),
+    re.compile(r"timed out", re.IGNORECASE),
+)
+
+
 def _reason(error: BaseException) -> str:
-    """The first line of the root cause (SQLAlchemy wraps the driver's message in several more)."""
-    return first_line(getattr(error, "orig", None) or error, 200)
+    """The first line of the root cause (SQLAlchemy wraps the driver's message in several more),
+    or what happened to the connection to a server."""
+    text = first_line(getattr(error, "orig", None) or error, 2000)
+    for pattern in _CONNECTION_FAILURES:
+        found = pattern.search(text)
+        if found:
+            return found.group(0).strip()
+    return text[:200]
 
 
 @contextmanager
@@ -323,7 +339,8 @@ class RunTracker:
         checkpoint holds. A kill later in the run (after the final flush, while the outputs are
         written) leaves MLflow ahead of the newest checkpoint, and the resumed run computes those
         steps again, to the same values: a (metric, step) the run already held when this tracker
-        took it over is not sent twice, so MLflow keeps each once, as in an uninterrupted run.
+        took it over, or one queued already, is not sent again, so MLflow keeps each once, as in an
+        uninterrupted run.
         """
         from mlflow.entities import Metric
 
@@ -349,9 +366,7 @@ class RunTracker:
         finished (a server that was away) ends with it; the driver sends those rows here.
         What the store holds is read back first, so nothing is sent twice.
         """
-        held = self._logged_pairs()
-        self._pending = [m for m in self._pending if (m.key, m.step) not in held]
-        self._held = held | {(m.key, m.step) for m in self._pending}
+        self._unqueue_held()
         self.log_missing(rows)
 
     def flush(self, *, required: bool = False) -> bool:
@@ -386,15 +401,20 @@ class RunTracker:
 
     def _send(self) -> None:
         if self._away:  # a request that failed may still have reached the store
-            held = self._logged_pairs()
-            self._pending = [m for m in self._pending if (m.key, m.step) not in held]
+            self._unqueue_held()
         while self._pending:
             batch = self._pending[:1000]
             self.client.log_batch(self.run_id, metrics=batch)
             del self._pending[: len(batch)]
+
+    def _unqueue_held(self) -> None:
+        """Read back what the run holds (the store answers, then) and unqueue those metrics."""
+        held = self._logged_pairs()
+        self._pending = [m for m in self._pending if (m.key, m.step) not in held]
+        self._held = held | {(m.key, m.step) for m in self._pending}
         if self._away:
             self._away = False
-            log.info("%s answers again: the metrics kept meanwhile are sent", self._store_name())
+            log.info("%s answers again: sending the metrics kept meanwhile", self._store_name())
 
     def _store_name(self) -> str:
         database = sqlite_path(self.client.tracking_uri)
