@@ -219,3 +219,32 @@ def test_a_store_that_fails_after_training_is_one_line_saying_the_outputs_are_ke
         "Connection refused); the model, metrics.json and checkpoints are written; start it, then run the "
         "same command (or dvc repro) again: it resumes from the last checkpoint and completes the MLflow run"
     )
+
+
+def test_a_server_gone_when_the_run_ends_is_one_line_and_never_hides_the_error_that_ended_it(
+    free_port: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The driver's last word to the server (the run FINISHED) is the end-of-training line when the
+    server is gone; a training that failed reports its own error, and the run is left to be continued."""
+    from mlflow import MlflowClient
+
+    from src.train.fit import run_tracked
+
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    gone = f"http://127.0.0.1:{free_port}"
+
+    def tracker_losing_its_server() -> RunTracker:
+        tracker = RunTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "lmpipe")
+        tracker.start(None, {}, {})
+        tracker.client = MlflowClient(gone)
+        return tracker
+
+    def failing() -> dict[str, float]:
+        raise ValueError("a bug in training")
+
+    line = rf"^mlflow.tracking_uri: cannot reach the MLflow server {gone} \(.*completes the MLflow run$"
+    with pytest.raises(PipelineError, match=line):
+        run_tracked(tracker_losing_its_server(), lambda: {"val_loss": 1.0})
+    with caplog.at_level(logging.WARNING), pytest.raises(ValueError, match="a bug in training"):
+        run_tracked(tracker_losing_its_server(), failing)
+    assert caplog.records[-1].getMessage().endswith("; its run is left RUNNING")
