@@ -239,6 +239,27 @@ class Training:
         return self.process.wait(timeout=600)
 
 
+@pytest.fixture
+def start_training(tmp_path: Path) -> Iterator[Callable[..., Training]]:
+    """``start_training(command, env=None)``; a training a failed test leaves running is stopped as
+    Ctrl-C stops it (which shuts its Ray cluster down too)."""
+    started: list[Training] = []
+
+    def start(command: list[str], env: dict[str, str] | None = None) -> Training:
+        started.append(Training(command, tmp_path, env))
+        return started[-1]
+
+    yield start
+    for training in started:
+        if training.process.poll() is None:
+            training.process.send_signal(signal.SIGINT)
+            try:
+                training.process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                training.process.kill()
+                training.process.wait()
+
+
 def kill_at_first_checkpoint(
     training: Training, server: MlflowServer, checkpoints: Path, pattern: str
 ) -> None:
@@ -254,7 +275,7 @@ PATIENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7", "MLFLOW_HTTP_REQUEST_BACKOFF_
 
 
 def test_one_process_logs_one_complete_run_to_the_server(
-    server: MlflowServer, make_params, train_command: Callable[[Path], list[str]], tmp_path: Path
+    server: MlflowServer, make_params, train_command, tmp_path: Path
 ) -> None:
     params_file = server_params(make_params, tmp_path / "run", server)
     done = train(train_command(params_file), tmp_path)
@@ -264,12 +285,12 @@ def test_one_process_logs_one_complete_run_to_the_server(
 
 
 def test_a_server_that_goes_away_and_comes_back_gets_every_metric_once(
-    server: MlflowServer, make_params, train_command: Callable[[Path], list[str]], tmp_path: Path
+    server: MlflowServer, make_params, train_command, start_training, tmp_path: Path
 ) -> None:
     """Killed after the first checkpoint: training goes on (one warning), keeps what it could not
     send, and sends it once the server answers again, here during training or at its end."""
     params_file = server_params(make_params, tmp_path / "run", server)
-    training = Training(train_command(params_file), tmp_path, env=PATIENT)
+    training = start_training(train_command(params_file), env=PATIENT)
     kill_at_first_checkpoint(training, server, tmp_path / "run" / "checkpoints", "run-*/step-*.ckpt")
     training.wait_until(lambda: AWAY in training.text(), "training warned that the server was gone")
     server.start()  # the same store and port
@@ -279,7 +300,7 @@ def test_a_server_that_goes_away_and_comes_back_gets_every_metric_once(
 
 
 def test_on_ray_rank_0_logs_into_the_drivers_run_and_keeps_its_metrics_while_the_server_is_away(
-    server: MlflowServer, make_params, train_command: Callable[[Path], list[str]], tmp_path: Path
+    server: MlflowServer, make_params, train_command, start_training, tmp_path: Path
 ) -> None:
     """Rank 0 logs from its worker into the run the driver created; with the server killed after the
     first Ray checkpoint it warns once and trains on, and the run ends complete once the server is
@@ -287,7 +308,7 @@ def test_on_ray_rank_0_logs_into_the_drivers_run_and_keeps_its_metrics_while_the
     (The plain and the outage path in one run: each Ray start costs ~30 s here.)"""
     ray = {"use_ray": True, "num_workers": 2}
     params_file = server_params(make_params, tmp_path / "run", server, ray=ray, batch_size=2)
-    training = Training(train_command(params_file), tmp_path, env=PATIENT)
+    training = start_training(train_command(params_file), env=PATIENT)
     pattern = "ray/train-*/checkpoint_*/state.ckpt"
     kill_at_first_checkpoint(training, server, tmp_path / "run" / "checkpoints", pattern)
     training.wait_until(lambda: AWAY in training.text(), "rank 0 warned that the server was gone")
@@ -299,13 +320,13 @@ def test_on_ray_rank_0_logs_into_the_drivers_run_and_keeps_its_metrics_while_the
 
 
 def test_a_server_gone_for_good_fails_the_stage_in_one_line_after_the_outputs_are_written(
-    server: MlflowServer, make_params, train_command: Callable[[Path], list[str]], tmp_path: Path
+    server: MlflowServer, make_params, train_command, start_training, tmp_path: Path
 ) -> None:
     """The model, checkpoints and metrics.json are written, the stage exits 2 with one line naming the
     server; once it is back, the same command resumes from the last checkpoint and completes the run."""
     params_file = server_params(make_params, tmp_path / "run", server)
     checkpoints = tmp_path / "run" / "checkpoints"
-    training = Training(train_command(params_file), tmp_path)
+    training = start_training(train_command(params_file))
     kill_at_first_checkpoint(training, server, checkpoints, "run-*/step-*.ckpt")
     assert training.finish() == 2, training.text()[-3000:]
     last = training.text().strip().splitlines()[-1]
