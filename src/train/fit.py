@@ -26,7 +26,14 @@ from src.paths import PROJECT_ROOT, display_path, resolve_path
 from src.train.backends import Backend
 from src.train.outputs import check_output_locations, write_outputs
 from src.train.run_inputs import RunInputs, prepare_run_inputs
-from src.train.tracking import RunTracker, dvc_experiment_name, run_tags, store_errors, tracking_uri
+from src.train.tracking import (
+    RunTracker,
+    dvc_experiment_name,
+    ending_errors,
+    run_tags,
+    store_errors,
+    tracking_uri,
+)
 from src.utils.faults import kill_point
 from src.utils.logging_setup import adopt_library_loggers
 from src.utils.redact import redact_uri
@@ -71,17 +78,19 @@ def select_backend(params: Params, root: Path) -> Backend:
 
 
 def run_tracked(tracker: RunTracker, run: Callable[[], dict[str, float]]) -> dict[str, float]:
-    """Run ``run`` and mark the MLflow run FINISHED, FAILED or KILLED (Ctrl-C) accordingly."""
-    status = "FAILED"
+    """Run ``run`` and mark the MLflow run FINISHED, FAILED or KILLED (Ctrl-C) accordingly.
+
+    A run that fails is marked only if the store answers at once: the error to report is the
+    one that stopped it, not a tracking server that went away too.
+    """
     try:
         metrics = run()
-        status = "FINISHED"
-        return metrics
-    except KeyboardInterrupt:
-        status = "KILLED"
+    except BaseException as error:
+        tracker.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
-    finally:
-        tracker.finish(status)
+    with ending_errors(tracker.client.tracking_uri):
+        tracker.finish("FINISHED")
+    return metrics
 
 
 def open_run(params: Params, root: Path, inputs: RunInputs) -> RunTracker:
@@ -104,9 +113,7 @@ def open_run(params: Params, root: Path, inputs: RunInputs) -> RunTracker:
             tracker.start(run_name, tags, inputs.settings)
             log_training_data(params, root, inputs, tracker)
             if resumed:
-                for metrics, step in resumed.history.tracked():
-                    tracker.log_metrics(metrics, step)
-                tracker.flush()
+                tracker.log_missing(resumed.history.tracked())
         for orphan in tracker.end_orphans():
             log.info(
                 "MLflow run %s was left RUNNING by a training that no longer runs: marked KILLED", orphan

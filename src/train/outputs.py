@@ -16,7 +16,7 @@ from src.config import Params
 from src.paths import resolve_path
 from src.train.loop import Outcome
 from src.train.reporting import generate_samples, write_metrics, write_plots
-from src.train.tracking import RunTracker
+from src.train.tracking import RunTracker, ending_errors
 from src.utils.faults import kill_point
 from src.utils.files import atomic_directory, check_writable
 
@@ -68,15 +68,22 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
     # summaries go at step 0, so the UI shows them as values, not as one dot at the end of a chart.
     # Either way the run's latest values equal metrics.json.
     summary = {k: v for k, v in metrics.items() if is_summary(k) and math.isfinite(v)}
-    tracker.log_metrics(summary, 0, flush=True)
-    kill_point("mlflow.summary-logged")
-    (root / "tmp").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root / "tmp") as scratch:
-        sample_file = Path(scratch) / "samples.txt"
-        sample_file.write_text(samples, encoding="utf-8")
-        tracker.log_artifact(sample_file)
-    tracker.log_artifacts(plots_dir, "plots")
-    model_uri = tracker.log_model(model, tokenizer, params.train.sample_prompt, params.mlflow.register_model)
+    # The files above are written whatever MLflow does; a store that fails from here on is one line
+    # saying so, and the same command run again resumes from the last checkpoint to complete the run.
+    with ending_errors(tracker.client.tracking_uri):
+        tracker.complete(outcome.history.tracked())  # what rank 0 of a Ray group could not send
+        tracker.log_metrics(summary, 0)
+        tracker.flush(required=True)
+        kill_point("mlflow.summary-logged")
+        (root / "tmp").mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=root / "tmp") as scratch:
+            sample_file = Path(scratch) / "samples.txt"
+            sample_file.write_text(samples, encoding="utf-8")
+            tracker.log_artifact(sample_file)
+        tracker.log_artifacts(plots_dir, "plots")
+        model_uri = tracker.log_model(
+            model, tokenizer, params.train.sample_prompt, params.mlflow.register_model
+        )
     kill_point("mlflow.model-logged")
     log.info("logged model %s%s", model_uri, _registered(params.mlflow.register_model))
     log.info(

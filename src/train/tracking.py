@@ -8,6 +8,13 @@ artifacts of a SQLite store go to ``mlruns/`` beside the database.
 A DVC experiment and its MLflow run match one to one: the run is named after
 the experiment and tagged with its name, its baseline commit and the hashes of
 the data it trained on.
+
+A tracking server may go away while a training runs. Training does not wait for
+it: metrics stay queued (in memory, and in every checkpoint's history) and are
+sent once it answers again. After training the outputs are written first, then
+the run is completed in MLflow; a store that still fails then is one line that
+says so, and the same command run again resumes from the last checkpoint and
+logs what the run lacks.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -38,6 +46,8 @@ from src.utils.files import check_writable
 from src.utils.redact import redact_uri
 
 _SQLITE = "sqlite:///"
+
+log = logging.getLogger(__name__)
 
 #: MLflow's mark for an experiment of model training: its UI then opens on the runs, not on traces.
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -68,17 +78,24 @@ def local_artifact_root(uri: str) -> str | None:
     return (database.parent / "mlruns").resolve().as_uri()
 
 
+def store_failures() -> tuple[type[BaseException], ...]:
+    """What MLflow raises when its store cannot be used: its own errors, SQLAlchemy's for a SQLite
+    file, and the HTTP library's for an artifact upload to a server that went away."""
+    from mlflow.exceptions import MlflowException
+    from requests import RequestException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return MlflowException, SQLAlchemyError, RequestException
+
+
 @contextmanager
 def store_errors(uri: str) -> Iterator[None]:
     """Turn a store that cannot be used into one line naming it: a damaged or read-only SQLite
     file, or a server that does not answer (the libraries raise tracebacks several screens long).
     """
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
         yield
-    except (MlflowException, SQLAlchemyError) as error:
+    except store_failures() as error:
         reason = _reason(error)
         database = sqlite_path(uri)
         if database is None:
@@ -86,21 +103,87 @@ def store_errors(uri: str) -> Iterator[None]:
                 redact_uri(f"mlflow.tracking_uri: cannot reach {uri} ({reason}); ")
                 + 'start the server, or set mlflow.tracking_uri to "" for mlflow.db at the project root'
             ) from None
-        if "readonly" in reason or "read-only" in reason:
-            fix = "make it (and its folder) writable"
-        elif "not a database" in reason or "malformed" in reason:
-            fix = "it is damaged: move it away to start a new store"
-        else:
-            fix = "repair or move it away"
         raise PipelineError(
-            f"mlflow.tracking_uri: cannot use the MLflow store {display_path(database)} ({reason}); {fix}, "
-            "or set mlflow.tracking_uri to another store"
+            f"mlflow.tracking_uri: cannot use the MLflow store {display_path(database)} ({reason}); "
+            f"{_sqlite_fix(reason)}, or set mlflow.tracking_uri to another store"
         ) from None
 
 
+#: What the one line says once training is over: nothing is lost, and how the run is completed.
+_OUTPUTS_KEPT = (
+    "the model, metrics.json and checkpoints are written; {fix}, then run the same command (or dvc repro) "
+    "again: it resumes from the last checkpoint and completes the MLflow run"
+)
+
+
+@contextmanager
+def ending_errors(uri: str) -> Iterator[None]:
+    """The store failing after training (the last metrics, the artifacts, the model, the run's end):
+    one line naming it that says the outputs are written and how to complete the run."""
+    try:
+        yield
+    except store_failures() as error:
+        reason = _reason(error)
+        database = sqlite_path(uri)
+        if database is None:
+            raise PipelineError(
+                redact_uri(f"mlflow.tracking_uri: cannot reach the MLflow server {uri} ({reason}); ")
+                + _OUTPUTS_KEPT.format(fix="start it")
+            ) from None
+        raise PipelineError(
+            f"mlflow.tracking_uri: cannot use the MLflow store {display_path(database)} ({reason}); "
+            + _OUTPUTS_KEPT.format(fix=_sqlite_fix(reason))
+        ) from None
+
+
+def _sqlite_fix(reason: str) -> str:
+    if "readonly" in reason or "read-only" in reason:
+        return "make it (and its folder) writable"
+    if "not a database" in reason or "malformed" in reason:
+        return "it is damaged: move it away to start a new store"
+    return "repair or move it away"
+
+
+@contextmanager
+def _one_attempt() -> Iterator[None]:
+    """Make MLflow's HTTP requests in this block without retries.
+
+    By default MLflow's client retries a failed request with growing pauses for minutes
+    (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, read at each request); during training a server that is
+    away would stall every checkpoint that long. One attempt costs at most one request timeout
+    (``MLFLOW_HTTP_REQUEST_TIMEOUT``), nothing for a server that refuses the connection.
+    The variable is the process's: set only around the tracker's own requests, from one thread.
+    """
+    name = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+    saved = os.environ.get(name)
+    os.environ[name] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
+
+
+#: What an HTTP client's error says about the connection, most telling first: MLflow wraps it in
+#: the URL and the retries ("[Errno 111] Connection refused", a server killed mid-request, a timeout).
+_CONNECTION_FAILURES = (
+    re.compile(r"\[Errno -?\d+\] [^'\")]+"),
+    re.compile(r"Remote end closed connection without response|Connection reset by peer|Connection aborted"),
+    re.compile(r"timed out", re.IGNORECASE),
+)
+
+
 def _reason(error: BaseException) -> str:
-    """The first line of the root cause (SQLAlchemy wraps the driver's message in several more)."""
-    return first_line(getattr(error, "orig", None) or error, 200)
+    """The first line of the root cause (SQLAlchemy wraps the driver's message in several more),
+    or what happened to the connection to a server."""
+    text = first_line(getattr(error, "orig", None) or error, 2000)
+    for pattern in _CONNECTION_FAILURES:
+        found = pattern.search(text)
+        if found:
+            return found.group(0).strip()
+    return text[:200]
 
 
 @contextmanager
@@ -153,8 +236,12 @@ class RunTracker:
 
         self.run_id = run_id
         self._pending: list = []
+        """Metrics queued for the run, oldest first; one leaves only once the store has taken it."""
         self._held: set[tuple[str, int]] = set()
-        """The (metric, step) pairs the run already holds when this tracker takes it over."""
+        """The (metric, step) pairs the run held when this tracker took it over, and those queued since:
+        each pair is sent once."""
+        self._away = False
+        """The last flush failed: the store may hold part of what it was sent, and a warning is out."""
         if run_id is not None:
             self.client = MlflowClient(tracking_uri=uri)
             self._held = self._logged_pairs()
@@ -252,27 +339,88 @@ class RunTracker:
         checkpoint holds. A kill later in the run (after the final flush, while the outputs are
         written) leaves MLflow ahead of the newest checkpoint, and the resumed run computes those
         steps again, to the same values: a (metric, step) the run already held when this tracker
-        took it over is not sent twice, so MLflow keeps each once, as in an uninterrupted run.
+        took it over, or one queued already, is not sent again, so MLflow keeps each once, as in an
+        uninterrupted run.
         """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._pending.extend(
-            Metric(k, float(v), now, step) for k, v in metrics.items() if (k, step) not in self._held
-        )
+        for key, value in metrics.items():
+            if (key, step) not in self._held:
+                self._held.add((key, step))
+                self._pending.append(Metric(key, float(value), now, step))
         if flush:
             self.flush()
 
     def log_missing(self, rows: list[tuple[dict[str, float], int]]) -> None:
-        """Log the (metrics, step) rows the run does not hold yet (a checkpoint's history, on resume)."""
+        """Log the (metrics, step) rows the run does not hold yet (a checkpoint's history, on resume);
+        a store that fails is raised."""
         for metrics, step in rows:
             self.log_metrics(metrics, step)
-        self.flush()
+        self.flush(required=True)
 
-    def flush(self) -> None:
+    def complete(self, rows: list[tuple[dict[str, float], int]]) -> None:
+        """After training: make the run hold every (metrics, step) row of the training's history.
+
+        On Ray, rank 0 logs from its own process, and what it could not send before it
+        finished (a server that was away) ends with it; the driver sends those rows here.
+        What the store holds is read back first, so nothing is sent twice.
+        """
+        self._unqueue_held()
+        self.log_missing(rows)
+
+    def flush(self, *, required: bool = False) -> bool:
+        """Send the queued metrics; True once the run holds them all.
+
+        During training (``required`` false) a store that does not take them costs one attempt
+        (see :func:`_one_attempt`), not minutes of retries: the metrics stay queued for the next
+        flush, and one warning says so (and one line when the store answers again). Nothing is
+        dropped or sent twice. With ``required`` the store's failure is raised (the start and the
+        end of a run: what :func:`store_errors` and :func:`ending_errors` turn into one line).
+        """
+        if not self._pending:
+            return True
+        try:
+            if required:
+                self._send()
+            else:
+                with _one_attempt():
+                    self._send()
+        except store_failures() as error:
+            if required:
+                raise
+            if not self._away:
+                self._away = True
+                log.warning(
+                    "%s does not answer (%s); training goes on: metrics are kept and sent when it does",
+                    self._store_name(),
+                    _reason(error),
+                )
+            return False
+        return True
+
+    def _send(self) -> None:
+        if self._away:  # a request that failed may still have reached the store
+            self._unqueue_held()
         while self._pending:
-            batch, self._pending = self._pending[:1000], self._pending[1000:]
+            batch = self._pending[:1000]
             self.client.log_batch(self.run_id, metrics=batch)
+            del self._pending[: len(batch)]
+
+    def _unqueue_held(self) -> None:
+        """Read back what the run holds (the store answers, then) and unqueue those metrics."""
+        held = self._logged_pairs()
+        self._pending = [m for m in self._pending if (m.key, m.step) not in held]
+        self._held = held | {(m.key, m.step) for m in self._pending}
+        if self._away:
+            self._away = False
+            log.info("%s answers again: sending the metrics kept meanwhile", self._store_name())
+
+    def _store_name(self) -> str:
+        database = sqlite_path(self.client.tracking_uri)
+        if database is None:
+            return redact_uri(f"MLflow server {self.client.tracking_uri}")
+        return f"MLflow store {display_path(database)}"
 
     def log_dataset(self, name: str, digest: str, source: str, profile: Mapping[str, Any]) -> None:
         """Record the data the run trained and validated on (the UI's Dataset column)."""
@@ -341,9 +489,26 @@ class RunTracker:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.flush()
+        """Send what is queued and end the run; a store that fails is raised."""
+        self.flush(required=True)
         kill_point("mlflow.run-ending")
         self.client.set_terminated(self.run_id, status=status)
+
+    def abandon(self, status: str) -> None:
+        """End the run of a training that failed or was stopped, if the store answers at once.
+
+        The error that stopped the training is the one to report; a store that does not answer
+        is only logged (the run stays RUNNING: the next training of these settings continues it,
+        or marks it KILLED).
+        """
+        try:
+            with _one_attempt():
+                self._send()
+                self.client.set_terminated(self.run_id, status=status)
+        except store_failures() as error:
+            log.warning(
+                "%s does not answer (%s); its run is left RUNNING", self._store_name(), _reason(error)
+            )
 
 
 EXP_NAME_TAG = "dvc.exp_name"

@@ -1,7 +1,9 @@
-"""The MLflow side of a run: orphaned runs are closed, and no password is ever stored or shown."""
+"""The MLflow side of a run: orphaned runs are closed, no password is ever stored or shown, and
+metrics a store does not take during training are kept and sent once."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from src.errors import PipelineError
-from src.train.tracking import HOST_TAG, PID_TAG, RunTracker, store_errors
+from src.train.tracking import HOST_TAG, PID_TAG, RunTracker, ending_errors, store_errors
 
 
 def dead_pid() -> int:
@@ -138,3 +140,111 @@ def test_a_read_only_store_says_so() -> None:
         "mlflow.tracking_uri: cannot use the MLflow store /data/mlflow.db (attempt to write a readonly "
         "database); make it (and its folder) writable, or set mlflow.tracking_uri to another store"
     )
+
+
+def train_loss_steps(tracker: RunTracker) -> list[int]:
+    return sorted(m.step for m in tracker.client.get_metric_history(tracker.run_id, "train_loss"))
+
+
+def test_metrics_a_server_does_not_take_during_training_are_kept_and_sent_once_when_it_answers(
+    free_port: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tracker's store is swapped for a server that nothing answers (a free port) and back:
+    training-time flushes make one attempt each, whatever retries the environment asks for,
+    warn once, keep every metric queued, and send each once when the store answers again."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "7"  # minutes of back-off per request
+    tracker = RunTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "lmpipe")
+    tracker.start(None, {}, {})
+    store = tracker.client
+    tracker.log_metrics({"train_loss": 1.0}, 1, flush=True)
+    tracker.client = MlflowClient(f"http://127.0.0.1:{free_port}")  # the server goes away
+    for step in (2, 3):
+        tracker.log_metrics({"train_loss": 1 / step}, step)
+        with caplog.at_level(logging.DEBUG):
+            assert tracker.flush() is False
+    tracker.log_metrics({"train_loss": 0.5}, 2)  # a step computed again: queued once already
+    retried = [r for r in caplog.records if r.name.startswith("urllib3") and "Retrying" in r.getMessage()]
+    assert retried == []  # one attempt, no back-off
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "7"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"MLflow server http://127.0.0.1:{free_port} does not answer ([Errno 111] Connection refused); "
+        "training goes on: metrics are kept and sent when it does"
+    ]
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # (the required flush below would wait out 7)
+    with pytest.raises(MlflowException):
+        tracker.flush(required=True)  # the start or the end of a run: the failure is raised
+
+    tracker.client = store  # it answers again
+    with caplog.at_level(logging.INFO):
+        assert tracker.flush() is True
+    assert any("answers again" in r.getMessage() for r in caplog.records)
+    assert train_loss_steps(tracker) == [1, 2, 3]
+    values = {m.step: m.value for m in store.get_metric_history(tracker.run_id, "train_loss")}
+    assert values[2] == 1 / 2  # the value queued first
+
+
+def test_the_driver_completes_what_rank_0_could_not_send_before_it_ended(tmp_path: Path) -> None:
+    """On Ray, rank 0's tracker ends with its worker: the steps it still held queued are sent by the
+    driver from the training's history, and the steps it did send are not sent again."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    driver = RunTracker(uri, "lmpipe")
+    run_id = driver.start(None, {}, {})
+    worker = RunTracker(uri, None, run_id=run_id)
+    for step in (1, 2, 3, 4):
+        worker.log_metrics({"train_loss": 1 / step}, step)
+        if step == 2:
+            worker.flush()
+    del worker  # steps 3 and 4 never left the worker
+    driver.complete([({"train_loss": 1 / step}, step) for step in (1, 2, 3, 4)])
+    assert train_loss_steps(driver) == [1, 2, 3, 4]
+
+
+def test_a_store_that_fails_after_training_is_one_line_saying_the_outputs_are_kept() -> None:
+    from mlflow.exceptions import MlflowException
+
+    refused = (
+        "API request to http://bob:hunter2@mlflow.example:5000/api/2.0/mlflow/runs/get failed with exception "
+        "HTTPConnectionPool(host='mlflow.example', port=5000): Max retries exceeded (Caused by "
+        "NewConnectionError('<urllib3.connection.HTTPConnection object>: Failed to establish a new "
+        "connection: [Errno 111] Connection refused'))"
+    )
+    with pytest.raises(PipelineError) as caught, ending_errors("http://bob:hunter2@mlflow.example:5000"):
+        raise MlflowException(refused)
+    assert str(caught.value) == (
+        "mlflow.tracking_uri: cannot reach the MLflow server http://bob:***@mlflow.example:5000 ([Errno 111] "
+        "Connection refused); the model, metrics.json and checkpoints are written; start it, then run the "
+        "same command (or dvc repro) again: it resumes from the last checkpoint and completes the MLflow run"
+    )
+
+
+def test_a_server_gone_when_the_run_ends_is_one_line_and_never_hides_the_error_that_ended_it(
+    free_port: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The driver's last word to the server (the run FINISHED) is the end-of-training line when the
+    server is gone; a training that failed reports its own error, and the run is left to be continued."""
+    from mlflow import MlflowClient
+
+    from src.train.fit import run_tracked
+
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    gone = f"http://127.0.0.1:{free_port}"
+
+    def tracker_losing_its_server() -> RunTracker:
+        tracker = RunTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "lmpipe")
+        tracker.start(None, {}, {})
+        tracker.client = MlflowClient(gone)
+        return tracker
+
+    def failing() -> dict[str, float]:
+        raise ValueError("a bug in training")
+
+    line = rf"^mlflow.tracking_uri: cannot reach the MLflow server {gone} \(.*completes the MLflow run$"
+    with pytest.raises(PipelineError, match=line):
+        run_tracked(tracker_losing_its_server(), lambda: {"val_loss": 1.0})
+    with caplog.at_level(logging.WARNING), pytest.raises(ValueError, match="a bug in training"):
+        run_tracked(tracker_losing_its_server(), failing)
+    assert caplog.records[-1].getMessage().endswith("; its run is left RUNNING")
