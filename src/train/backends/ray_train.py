@@ -333,13 +333,17 @@ def _to_numpy(tensor: torch.Tensor) -> Any:
 
 
 def _progress_actor() -> Any:
-    """A :class:`TrainingProgress` on the driver's node (it outlives the workers' nodes)."""
+    """A :class:`TrainingProgress` on the cluster's head node: it outlives any worker node (a
+    cluster without its head is gone anyway). Not "the driver's node": on a machine that hosts
+    several nodes the driver may attach to any of them."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    # Soft: through Ray Client the driver is not on a node, and the head node is as good.
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return ray.remote(num_cpus=0, scheduling_strategy=here)(TrainingProgress).remote()
+    head = {HEAD_NODE_RESOURCE: 0.001}
+    return ray.remote(num_cpus=0, resources=head)(TrainingProgress).remote()
+
+
+#: The resource Ray gives the head node alone.
+HEAD_NODE_RESOURCE = "node:__internal_head__"
 
 
 class ReportProgress(L.Callback):
