@@ -124,11 +124,13 @@ def test_a_cluster_started_with_ray_start_is_used_and_left_running(
     reference, same_training, make_params, train_command, tool_env, server_processes, free_port, tmp_path
 ) -> None:
     """``ray start --head`` in its own process, ``ray.address: auto``: the pipeline trains there as
-    on its own cluster, with the same numbers, and leaves the cluster running."""
+    on its own cluster, with the same numbers, and leaves the cluster running. (The cluster, the
+    pipeline and ``ray status`` agree on no token authentication, whatever ``~/.ray`` holds.)"""
+    env = tool_env({"RAY_AUTH_MODE": "disabled"})
     before = set(server_processes())
     head = subprocess.run(
         ["ray", "start", "--head", f"--port={free_port}", "--num-cpus=2", *HEAD_OPTIONS],
-        env=tool_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -137,13 +139,13 @@ def test_a_cluster_started_with_ray_start_is_used_and_left_running(
     try:
         assert head.returncode == 0, head.stderr[-2000:]
         params = make_params(tmp_path, batch_size=2, ray={**TWO_WORKERS, "address": "auto"}, **STEPS)
-        result = subprocess.run(train_command(params), capture_output=True, text=True, timeout=600)
+        result = subprocess.run(train_command(params), env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         same_training(tmp_path, EXACT)
         alive = {pid for pid, command in server_processes().items() if "gcs_server" in command}
         assert alive & cluster, "the pipeline stopped a cluster it did not start"
         status = subprocess.run(
-            ["ray", "status", f"--address=127.0.0.1:{free_port}"], env=tool_env(), capture_output=True
+            ["ray", "status", f"--address=127.0.0.1:{free_port}"], env=env, capture_output=True
         )
         assert status.returncode == 0, status.stderr[-2000:]
     finally:
