@@ -29,7 +29,6 @@ from src.train.run_inputs import RunInputs, prepare_run_inputs
 from src.train.tracking import (
     RunTracker,
     dvc_experiment_name,
-    ending_errors,
     run_tags,
     store_errors,
     tracking_uri,
@@ -88,7 +87,7 @@ def run_tracked(tracker: RunTracker, run: Callable[[], dict[str, float]]) -> dic
     except BaseException as error:
         tracker.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
-    with ending_errors(tracker.client.tracking_uri):
+    with store_errors(tracker.client.tracking_uri, ending=True):
         tracker.finish("FINISHED")
     return metrics
 

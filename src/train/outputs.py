@@ -16,7 +16,7 @@ from src.config import Params
 from src.paths import resolve_path
 from src.train.loop import Outcome
 from src.train.reporting import generate_samples, write_metrics, write_plots
-from src.train.tracking import RunTracker, ending_errors
+from src.train.tracking import RunTracker, store_errors
 from src.utils.faults import kill_point
 from src.utils.files import atomic_directory, check_writable
 
@@ -70,7 +70,7 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
     summary = {k: v for k, v in metrics.items() if is_summary(k) and math.isfinite(v)}
     # The files above are written whatever MLflow does; a store that fails from here on is one line
     # saying so, and the same command run again resumes from the last checkpoint to complete the run.
-    with ending_errors(tracker.client.tracking_uri):
+    with store_errors(tracker.client.tracking_uri, ending=True):
         tracker.complete(outcome.history.tracked())  # what rank 0 of a Ray group could not send
         tracker.log_metrics(summary, 0)
         tracker.flush(required=True)

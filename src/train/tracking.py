@@ -88,27 +88,6 @@ def store_failures() -> tuple[type[BaseException], ...]:
     return MlflowException, SQLAlchemyError, RequestException
 
 
-@contextmanager
-def store_errors(uri: str) -> Iterator[None]:
-    """Turn a store that cannot be used into one line naming it: a damaged or read-only SQLite
-    file, or a server that does not answer (the libraries raise tracebacks several screens long).
-    """
-    try:
-        yield
-    except store_failures() as error:
-        reason = _reason(error)
-        database = sqlite_path(uri)
-        if database is None:
-            raise PipelineError(
-                redact_uri(f"mlflow.tracking_uri: cannot reach {uri} ({reason}); ")
-                + 'start the server, or set mlflow.tracking_uri to "" for mlflow.db at the project root'
-            ) from None
-        raise PipelineError(
-            f"mlflow.tracking_uri: cannot use the MLflow store {display_path(database)} ({reason}); "
-            f"{_sqlite_fix(reason)}, or set mlflow.tracking_uri to another store"
-        ) from None
-
-
 #: What the one line says once training is over: nothing is lost, and how the run is completed.
 _OUTPUTS_KEPT = (
     "the model, metrics.json and checkpoints are written; {fix}, then run the same command (or dvc repro) "
@@ -117,22 +96,35 @@ _OUTPUTS_KEPT = (
 
 
 @contextmanager
-def ending_errors(uri: str) -> Iterator[None]:
-    """The store failing after training (the last metrics, the artifacts, the model, the run's end):
-    one line naming it that says the outputs are written and how to complete the run."""
+def store_errors(uri: str, *, ending: bool = False) -> Iterator[None]:
+    """Turn a store that cannot be used into one line naming it: a damaged or read-only SQLite
+    file, or a server that does not answer (the libraries raise tracebacks several screens long).
+
+    With ``ending`` (the last metrics, the artifacts, the model, the run's end, after training),
+    the line also says that the outputs are written and how to complete the run.
+    """
     try:
         yield
     except store_failures() as error:
         reason = _reason(error)
         database = sqlite_path(uri)
         if database is None:
+            fix = (
+                _OUTPUTS_KEPT.format(fix="start it")
+                if ending
+                else 'start the server, or set mlflow.tracking_uri to "" for mlflow.db at the project root'
+            )
+            server = "the MLflow server " if ending else ""
             raise PipelineError(
-                redact_uri(f"mlflow.tracking_uri: cannot reach the MLflow server {uri} ({reason}); ")
-                + _OUTPUTS_KEPT.format(fix="start it")
+                redact_uri(f"mlflow.tracking_uri: cannot reach {server}{uri} ({reason}); ") + fix
             ) from None
+        fix = (
+            _OUTPUTS_KEPT.format(fix=_sqlite_fix(reason))
+            if ending
+            else f"{_sqlite_fix(reason)}, or set mlflow.tracking_uri to another store"
+        )
         raise PipelineError(
-            f"mlflow.tracking_uri: cannot use the MLflow store {display_path(database)} ({reason}); "
-            + _OUTPUTS_KEPT.format(fix=_sqlite_fix(reason))
+            f"mlflow.tracking_uri: cannot use the MLflow store {display_path(database)} ({reason}); {fix}"
         ) from None
 
 
@@ -376,7 +368,7 @@ class RunTracker:
         (see :func:`_one_attempt`), not minutes of retries: the metrics stay queued for the next
         flush, and one warning says so (and one line when the store answers again). Nothing is
         dropped or sent twice. With ``required`` the store's failure is raised (the start and the
-        end of a run: what :func:`store_errors` and :func:`ending_errors` turn into one line).
+        end of a run: what :func:`store_errors` turns into one line).
         """
         if not self._pending:
             return True

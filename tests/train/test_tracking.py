@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from src.errors import PipelineError
-from src.train.tracking import HOST_TAG, PID_TAG, RunTracker, ending_errors, store_errors
+from src.train.tracking import HOST_TAG, PID_TAG, RunTracker, store_errors
 
 
 def dead_pid() -> int:
@@ -212,7 +212,10 @@ def test_a_store_that_fails_after_training_is_one_line_saying_the_outputs_are_ke
         "NewConnectionError('<urllib3.connection.HTTPConnection object>: Failed to establish a new "
         "connection: [Errno 111] Connection refused'))"
     )
-    with pytest.raises(PipelineError) as caught, ending_errors("http://bob:hunter2@mlflow.example:5000"):
+    with (
+        pytest.raises(PipelineError) as caught,
+        store_errors("http://bob:hunter2@mlflow.example:5000", ending=True),
+    ):
         raise MlflowException(refused)
     assert str(caught.value) == (
         "mlflow.tracking_uri: cannot reach the MLflow server http://bob:***@mlflow.example:5000 ([Errno 111] "
