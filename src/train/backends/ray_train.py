@@ -347,14 +347,18 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"
 
 
 class ReportProgress(L.Callback):
-    """Rank 0 tells the progress actor each step it finished (a message, never waited on)."""
+    """Rank 0 tells the progress actor each optimizer step it finished (a message, never waited
+    on; once per step, not per accumulated micro-batch)."""
 
     def __init__(self, progress: Any, start_step: int) -> None:
         self.progress, self.start_step = progress, start_step
+        self.sent = start_step
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.is_global_zero:
-            self.progress.advanced.remote(self.start_step + trainer.global_step)
+        step = self.start_step + trainer.global_step
+        if trainer.is_global_zero and step != self.sent:
+            self.progress.advanced.remote(step)
+            self.sent = step
 
 
 def _ray_placement(params: Params, root: Path, progress: Any, start_step: int) -> Placement:
