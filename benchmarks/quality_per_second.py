@@ -11,9 +11,15 @@ bits per byte (``val_bpb``: the validation loss in bits over the UTF-8 bytes of
 the validation text, which compares runs whatever their tokenizer), and the ratio
 of the Llama-style model's ``val_bpb`` to the default's.
 
+With several ``--seeds`` each seed (``train.seed``: the initial weights and the
+window order) trains both candidates, the first candidate alternating from seed
+to seed so that a drift in the machine's speed favours neither; the line then
+holds each seed's ratio and their mean, which is what a change of the default
+should rest on (one seed is one draw).
+
 Needs the tokenized default corpus: run ``dvc repro tokenize`` first.
 
-    python benchmarks/quality_per_second.py [--budget 120]
+    python benchmarks/quality_per_second.py [--budget 120] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ def train_for(
     module = CausalLM(
         build_model(model_config, vocab, t.max_length, resolve_path(params.paths.model_cache)), train
     )
-    data.train_start, data.train_length = 0, steps * t.batch_size
+    data.train_start, data.train_length, data.seed = 0, steps * t.batch_size, t.seed
     settings = trainer_settings(train, {"accelerator": t.accelerator, "devices": 1})
     if not validate:
         settings["limit_val_batches"] = 0
@@ -68,32 +74,43 @@ def train_for(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=120.0, help="training seconds per candidate")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="train.seed values to repeat over (default: train.seed)",
+    )
     args = parser.parse_args()
     params = load_params()
     token_dir, _, vocab, data = default_data(params)
     t = params.train
     candidates = {
-        "gpt2": params.model,
+        "gpt2": dataclasses.replace(params.model, architecture="gpt2"),
         "llama": dataclasses.replace(params.model, architecture="llama"),
     }
+    seeds = args.seeds if args.seeds is not None else [t.seed]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in candidates}
+    for index, seed in enumerate(seeds):
+        seeded = dataclasses.replace(params, train=dataclasses.replace(t, seed=seed))
+        order = list(candidates) if index % 2 == 0 else list(reversed(candidates))
+        for name in order:
+            runs[name].append(
+                {"seed": seed, **budget_run(seeded, candidates[name], data, vocab, args.budget)}
+            )
     results: dict[str, Any] = {}
     for name, model_config in candidates.items():
-        started = time.perf_counter()
-        train_for(params, model_config, data, vocab, CALIBRATION_STEPS, validate=False)
-        seconds_per_step = (time.perf_counter() - started) / CALIBRATION_STEPS
-        steps = max(CALIBRATION_STEPS, int(args.budget / seconds_per_step))
-        started = time.perf_counter()
-        val_loss, val_bpb = train_for(params, model_config, data, vocab, steps)
-        seconds = time.perf_counter() - started
         size = sum(p.numel() for p in build_model(model_config, vocab, t.max_length, token_dir).parameters())
+        bpbs = [run["val_bpb"] for run in runs[name]]
         results[name] = {
             "parameters": size,
-            "steps": steps,
-            "seconds": round(seconds, 1),
-            "tokens_per_s": round(steps * t.batch_size * t.max_length / seconds),
-            "val_loss": round(val_loss, 4),
-            "val_bpb": round(val_bpb, 4),
+            "mean_val_bpb": round(sum(bpbs) / len(bpbs), 4),
+            "runs": runs[name],
         }
+    ratios = [
+        round(llama["val_bpb"] / gpt2["val_bpb"], 4)
+        for gpt2, llama in zip(runs["gpt2"], runs["llama"], strict=True)
+    ]
     print(
         json.dumps(
             {
@@ -102,10 +119,34 @@ def main() -> None:
                 "budget_s": args.budget,
                 "model": f"{params.model.n_layer}x{params.model.n_embd}, vocab {vocab.size}",
                 **results,
-                "llama_vs_gpt2_bpb": round(results["llama"]["val_bpb"] / results["gpt2"]["val_bpb"], 4),
+                "llama_vs_gpt2_bpb_per_seed": ratios,
+                "llama_vs_gpt2_bpb": round(
+                    results["llama"]["mean_val_bpb"] / results["gpt2"]["mean_val_bpb"], 4
+                ),
             }
         )
     )
+
+
+def budget_run(
+    params: Params, model_config: ModelConfig, data: Any, vocab: Vocabulary, budget: float
+) -> dict:
+    """One candidate at one seed: as many steps as the calibrated speed fits in ``budget`` seconds."""
+    t = params.train
+    started = time.perf_counter()
+    train_for(params, model_config, data, vocab, CALIBRATION_STEPS, validate=False)
+    seconds_per_step = (time.perf_counter() - started) / CALIBRATION_STEPS
+    steps = max(CALIBRATION_STEPS, int(budget / seconds_per_step))
+    started = time.perf_counter()
+    val_loss, val_bpb = train_for(params, model_config, data, vocab, steps)
+    seconds = time.perf_counter() - started
+    return {
+        "steps": steps,
+        "seconds": round(seconds, 1),
+        "tokens_per_s": round(steps * t.batch_size * t.max_length / seconds),
+        "val_loss": round(val_loss, 4),
+        "val_bpb": round(val_bpb, 4),
+    }
 
 
 if __name__ == "__main__":
