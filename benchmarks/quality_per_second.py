@@ -2,12 +2,13 @@
 Prints one JSON line.
 
 Each candidate (the GPT-2-style default and a Llama-style model of about the
-same parameter count, both from ``model.*`` of params.yaml) first times a few
-steps, then trains for as many steps as fit in ``--budget`` seconds, with the
-learning-rate schedule of ``train.*`` stretched to those steps, on the project's
-training path (``trainer_settings``, the data module over the tokenized default
-corpus). Reported per candidate: steps, tokens/s, the final validation loss and
-bits per byte (``val_bpb``: the validation loss in bits over the UTF-8 bytes of
+same parameter count, both from ``model.*`` of params.yaml) first times its
+steps (steps 11-30 of a short run, past the Trainer's start), then trains for
+as many steps as fit in ``--budget`` seconds, with the learning-rate schedule
+of ``train.*`` stretched to those steps, on the project's training path
+(``trainer_settings``, the data module over the tokenized default corpus).
+Reported per candidate: steps, tokens/s, the final validation loss and bits per
+byte (``val_bpb``: the validation loss in bits over the UTF-8 bytes of
 the validation text, which compares runs whatever their tokenizer), and the ratio
 of the Llama-style model's ``val_bpb`` to the default's.
 
@@ -40,11 +41,30 @@ from src.models.causal_lm import CausalLM, Vocabulary, build_model
 from src.paths import resolve_path
 from src.train.trainer_settings import trainer_settings
 
-CALIBRATION_STEPS = 10
+#: Steps of the calibration run; the speed is timed over those after the first ``UNTIMED_STEPS``, so
+#: the Trainer's start and the first, slower steps do not shorten the budget's run.
+CALIBRATION_STEPS = 30
+UNTIMED_STEPS = 10
+
+
+class _StepTimes(L.Callback):
+    """When each optimizer step ended."""
+
+    def __init__(self) -> None:
+        self.ended: list[float] = []
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.ended.append(time.perf_counter())
 
 
 def train_for(
-    params: Params, model_config: ModelConfig, data: Any, vocab: Vocabulary, steps: int, validate: bool = True
+    params: Params,
+    model_config: ModelConfig,
+    data: Any,
+    vocab: Vocabulary,
+    steps: int,
+    validate: bool = True,
+    callbacks: list[L.Callback] | None = None,
 ) -> tuple[float, float]:
     """Trains a fresh model for ``steps`` with the schedule of ``train.*`` fitted to them; the final
     validation loss and bits per byte, as the training reports them (NaN without ``validate``)."""
@@ -64,7 +84,7 @@ def train_for(
     settings = trainer_settings(train, {"accelerator": t.accelerator, "devices": 1})
     if not validate:
         settings["limit_val_batches"] = 0
-    trainer = L.Trainer(**settings, enable_progress_bar=False)
+    trainer = L.Trainer(**settings, enable_progress_bar=False, callbacks=callbacks or [])
     trainer.fit(module, datamodule=data)  # validates after the last step (train.eval_every = steps)
     if not validate:
         return math.nan, math.nan
@@ -133,9 +153,10 @@ def budget_run(
 ) -> dict:
     """One candidate at one seed: as many steps as the calibrated speed fits in ``budget`` seconds."""
     t = params.train
-    started = time.perf_counter()
-    train_for(params, model_config, data, vocab, CALIBRATION_STEPS, validate=False)
-    seconds_per_step = (time.perf_counter() - started) / CALIBRATION_STEPS
+    clock = _StepTimes()
+    train_for(params, model_config, data, vocab, CALIBRATION_STEPS, validate=False, callbacks=[clock])
+    timed = clock.ended[UNTIMED_STEPS - 1 :]
+    seconds_per_step = (timed[-1] - timed[0]) / (len(timed) - 1)
     steps = max(CALIBRATION_STEPS, int(budget / seconds_per_step))
     started = time.perf_counter()
     val_loss, val_bpb = train_for(params, model_config, data, vocab, steps)

@@ -12,7 +12,7 @@ from src.paths import PROJECT_ROOT
 @pytest.mark.slow
 def test_gpu_throughput_runs_its_cpu_configuration_and_prints_the_ratio(python_runner) -> None:
     script = PROJECT_ROOT / "benchmarks" / "gpu_throughput.py"
-    done = python_runner(script, "--steps", "2", "--warmup", "1", "--compile", "off")
+    done = python_runner(script, "--steps", "2", "--warmup", "1", "--compile", "off", "--repeats", "2")
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["preset"] == "tiny" and figures["device"].startswith("cpu")
@@ -25,3 +25,7 @@ def test_gpu_throughput_runs_its_cpu_configuration_and_prints_the_ratio(python_r
         assert eager[path]["last_loss"] == pytest.approx(plain, rel=1e-5), path
         assert f"{path}_vs_plain" in eager
     assert eager["attention"] == "sdpa"
+    # Every path ran twice (in alternating order); the figures shown are one of its rounds.
+    for path in ("plain_torch", "project", "project_deterministic"):
+        rounds = eager[path]["rounds_tokens_per_s"]
+        assert len(rounds) == 2 and eager[path]["tokens_per_s"] in rounds, path
