@@ -203,7 +203,7 @@ class ModelConfig:
     """A Hub model name or model folder to load weights from; empty builds a new model as set below."""
     trust_remote_code: bool = False
     """Allow a pretrained model to run code from its repository (only for sources you trust)."""
-    architecture: str = "gpt2"
+    architecture: str = "llama"
     """The family of a new model: any causal-LM config type of transformers (gpt2, llama, qwen2,
     mistral ...)."""
     config: dict[str, Any] = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""The model learns: a tiny GPT-2 overfits one batch."""
+"""The model learns: a tiny model of the default family (Llama-style) and a GPT-2 overfit one batch."""
 
 from __future__ import annotations
 
@@ -13,14 +13,20 @@ from src.models.causal_lm import CausalLM, Vocabulary, build_model
 from src.models.optim import build_optimizer
 
 
-def test_tiny_model_overfits_one_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("architecture", [ModelConfig().architecture, "gpt2"])
+def test_tiny_model_overfits_one_batch(tmp_path: Path, architecture: str) -> None:
     torch.manual_seed(0)
     vocab = Vocabulary(size=50, eos_id=0)
     model = build_model(
-        ModelConfig(n_layer=2, n_head=2, n_embd=16), vocab, max_length=16, model_cache=tmp_path
+        ModelConfig(architecture=architecture, n_layer=2, n_head=2, n_embd=16),
+        vocab,
+        max_length=16,
+        model_cache=tmp_path,
     )
+    assert model.config.model_type == architecture
     assert model.config.eos_token_id == model.config.bos_token_id == model.config.pad_token_id == 0
-    assert model.config.n_positions == 16 and model.config.vocab_size == 50
+    positions = model.config.n_positions if architecture == "gpt2" else model.config.max_position_embeddings
+    assert positions == 16 and model.config.vocab_size == 50
     module = CausalLM(model, TrainConfig(max_steps=150, warmup_steps=5))
     batch = torch.randint(1, 50, (4, 16))
     optimizer, schedule = build_optimizer(
