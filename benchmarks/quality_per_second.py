@@ -1,16 +1,17 @@
 """Quality per second: which architecture learns the default corpus best in the same wall-clock time.
 Prints one JSON line.
 
-Each candidate (the GPT-2-style default and a Llama-style model of about the
-same parameter count, both from ``model.*`` of params.yaml) first times its
-steps (steps 11-30 of a short run, past the Trainer's start), then trains for
-as many steps as fit in ``--budget`` seconds, with the learning-rate schedule
-of ``train.*`` stretched to those steps, on the project's training path
-(``trainer_settings``, the data module over the tokenized default corpus).
-Reported per candidate: steps, tokens/s, the final validation loss and bits per
-byte (``val_bpb``: the validation loss in bits over the UTF-8 bytes of
-the validation text, which compares runs whatever their tokenizer), and the ratio
-of the Llama-style model's ``val_bpb`` to the default's.
+Each candidate (a GPT-2-style model and a Llama-style one, the default since
+this comparison, of about the same parameter count, both from ``model.*`` of
+params.yaml) first times its steps (steps 11-30 of a short run, past the
+Trainer's start), then trains for as many steps as fit in ``--budget`` seconds,
+with the learning-rate schedule of ``train.*`` stretched to those steps, on the
+project's training path (``trainer_settings``, the data module over the
+tokenized default corpus). Reported per candidate: steps, tokens/s, the final
+validation loss and bits per byte (``val_bpb``: the validation loss in bits
+over the UTF-8 bytes of the validation text, which compares runs whatever their
+tokenizer), and the ratio of the Llama-style model's ``val_bpb`` to the GPT-2-style
+one's.
 
 With several ``--seeds`` each seed (``train.seed``: the initial weights and the
 window order) trains both candidates, the first candidate alternating from seed
