@@ -69,7 +69,7 @@ def test_fit_writes_model_metrics_plots_and_one_mlflow_run(
     assert metrics["val_perplexity"] == pytest.approx(math.exp(metrics["val_loss"]))
 
     model = AutoModelForCausalLM.from_pretrained(params.paths.model_dir)
-    assert model.config.n_layer == 2 and (Path(params.paths.model_dir) / "tokenizer.json").is_file()
+    assert model.config.num_hidden_layers == 2 and (Path(params.paths.model_dir) / "tokenizer.json").is_file()
     plots = Path(params.paths.plots_dir)
     assert curve(plots / "train_loss.csv", "step") == list(range(1, 21))
     assert curve(plots / "val_loss.csv", "step") == [5, 10, 15, 20]
