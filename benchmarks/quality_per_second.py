@@ -104,7 +104,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     params = load_params()
-    token_dir, _, vocab, data = default_data(params)
+    _, _, vocab, data = default_data(params)
+    model_cache = resolve_path(params.paths.model_cache)
     t = params.train
     candidates = {
         "gpt2": dataclasses.replace(params.model, architecture="gpt2"),
@@ -121,7 +122,8 @@ def main() -> None:
             )
     results: dict[str, Any] = {}
     for name, model_config in candidates.items():
-        size = sum(p.numel() for p in build_model(model_config, vocab, t.max_length, token_dir).parameters())
+        model = build_model(model_config, vocab, t.max_length, model_cache)
+        size = sum(p.numel() for p in model.parameters())
         bpbs = [run["val_bpb"] for run in runs[name]]
         results[name] = {
             "parameters": size,
