@@ -1,22 +1,25 @@
 """Training throughput of the project's Lightning path against a plain PyTorch loop. Prints one JSON line.
 
 Both train the default model (``model.*`` of params.yaml) on the same windows of
-the tokenized data with the same optimizer and batch; the plain loop is the
+the tokenized data with the same optimizer, schedule, clipping and batch; the
+Lightning path is the one training runs (``benchmarks/training_paths.py``: its
+Trainer settings, step recorder and progress bar) and the plain loop is the
 floor of what any framework can do, so the ratio is the cost of the project's
-training machinery (Lightning, callbacks, the data module).
+training machinery.
 
-    python benchmarks/train_throughput.py [--steps 40]
+    python benchmarks/train_throughput.py [--steps 40] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import time
 
 import lightning as L
 import torch
 from default_data import default_data  # benchmarks/default_data.py, beside this script
+from training_paths import alternating_rounds, plain_rate, project_rate  # beside this script
 
 from src.config import load_params
 from src.models.causal_lm import CausalLM, build_model
@@ -24,92 +27,39 @@ from src.models.causal_lm import CausalLM, build_model
 WARMUP_STEPS = 5
 
 
-class _Clock(L.Callback):
-    """Times the steps after the warmup ones."""
-
-    def __init__(self) -> None:
-        self.started = 0.0
-        self.steps = 0
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_step == WARMUP_STEPS:
-            self.started = time.perf_counter()
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        self.steps = trainer.global_step - WARMUP_STEPS
-
-
-def lightning_rate(params, module: CausalLM, data, steps: int) -> float:
-    clock = _Clock()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=WARMUP_STEPS + steps,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        gradient_clip_val=params.train.grad_clip or None,
-        deterministic=True,
-        use_distributed_sampler=False,
-        callbacks=[clock],
-    )
-    trainer.fit(module, train_dataloaders=data.train_dataloader())
-    return (
-        clock.steps
-        * params.train.batch_size
-        * params.train.max_length
-        / (time.perf_counter() - clock.started)
-    )
-
-
-def plain_rate(params, module: CausalLM, data, steps: int) -> float:
-    t = params.train
-    configured = module.configure_optimizers()  # the very optimizer and schedule Lightning gets
-    optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
-    module.train()
-    batches = iter(data.train_dataloader())
-    for step in range(WARMUP_STEPS + steps):
-        if step == WARMUP_STEPS:
-            started = time.perf_counter()
-        batch = next(batches)
-        loss = module(batch["input_ids"], batch["labels"]).loss
-        loss.backward()
-        if t.grad_clip:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), t.grad_clip)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-    return steps * t.batch_size * t.max_length / (time.perf_counter() - started)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="timed steps per path (after 5 warmup steps)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="rounds of both paths, in alternating order; medians reported"
+    )
     args = parser.parse_args()
     params = load_params()
     token_dir, _, vocab, data = default_data(params)
-    rates = {}
-    for name, measure in (("plain_torch", plain_rate), ("lightning", lightning_rate)):
+    total = WARMUP_STEPS + args.steps
+    # The schedule of train.* over these steps, and no validation or checkpoint inside them.
+    train = dataclasses.replace(params.train, max_steps=total, eval_every=total, checkpoint_every=total)
+
+    def run(path: str) -> dict[str, float]:
         L.seed_everything(0, verbose=False)
-        model = build_model(params.model, vocab, params.train.max_length, token_dir)
-        rates[name] = measure(params, CausalLM(model, params.train), data, args.steps)
-    print(
-        json.dumps(
-            {
-                "benchmark": "train_throughput",
-                "threads": torch.get_num_threads(),
-                "model": f"{params.model.n_layer}x{params.model.n_embd}, vocab {vocab.size}",
-                "batch_tokens": params.train.batch_size * params.train.max_length,
-                "steps": args.steps,
-                "plain_torch_tokens_per_s": round(rates["plain_torch"]),
-                "lightning_tokens_per_s": round(rates["lightning"]),
-                "lightning_vs_plain": round(rates["lightning"] / rates["plain_torch"], 3),
-            }
-        )
-    )
+        module = CausalLM(build_model(params.model, vocab, train.max_length, token_dir), train)
+        if path == "plain_torch":
+            rate, loss = plain_rate(module, train, torch.device("cpu"), data.train_dataloader(), WARMUP_STEPS)
+        else:
+            rate, loss = project_rate(module, train, data.train_dataloader(), WARMUP_STEPS)
+        # The same model, windows and optimizer: both paths end on the same loss (to float rounding).
+        return {"tokens_per_s": round(rate), "last_loss": float(f"{loss:.6g}")}
+
+    m = params.model
+    figures = {
+        "benchmark": "train_throughput",
+        "threads": torch.get_num_threads(),
+        "model": f"{m.architecture} {m.n_layer}x{m.n_embd}, vocab {vocab.size}",
+        "batch_tokens": train.batch_size * train.max_length,
+        "steps": args.steps,
+        "repeats": args.repeats,
+    }
+    print(json.dumps(figures | alternating_rounds(("plain_torch", "lightning"), args.repeats, run)))
 
 
 if __name__ == "__main__":

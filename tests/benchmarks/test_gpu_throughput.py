@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
 
+from src.models.causal_lm import Vocabulary, build_model
 from src.paths import PROJECT_ROOT
+
+
+def test_the_gpu_preset_is_gpt2_124m_whatever_the_default_family(monkeypatch, tmp_path) -> None:
+    """GPT-2 small as published (tied embeddings: 124,439,808 parameters), so its figures compare with
+    other GPT-2 124M runs, not the project's default model family."""
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
+    benchmark = importlib.import_module("gpu_throughput")
+    model_config, context, vocab, batch, precision = benchmark.PRESETS["gpt2-124m"]
+    model = build_model(model_config, Vocabulary(vocab, vocab - 1), context, tmp_path)
+    assert model.config.model_type == "gpt2"
+    assert sum(p.numel() for p in model.parameters()) == 124_439_808
+    assert (context, batch, precision) == (1024, 16, "bf16-mixed")
 
 
 @pytest.mark.slow
@@ -16,6 +30,7 @@ def test_gpu_throughput_runs_its_cpu_configuration_and_prints_the_ratio(python_r
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["preset"] == "tiny" and figures["device"].startswith("cpu")
+    assert figures["model"]["architecture"] == "gpt2"  # the GPU preset's family, scaled down
     eager = figures["eager"]
     # A ratio of like with like: the project's path and the plain loop train the same model on the same
     # windows with the same optimizer, so they end on the same loss (fp32 on the CPU).
