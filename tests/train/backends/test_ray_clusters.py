@@ -90,11 +90,16 @@ def wait_for_checkpoint(folder: Path, process: subprocess.Popen, log: Path) -> P
         time.sleep(0.2)
 
 
-def resumed_step(stderr: str) -> int:
-    """The step the run resumed from: the first checkpoint or a later one, for a signal or a kill can
-    land while the next checkpoints are written."""
-    found = re.search(r"resume: from the Ray checkpoint at step (\d+)", stderr)
-    assert found, stderr[-3000:]
+RESUMED = r"resume: from the Ray checkpoint at step (\d+)"
+RESTARTED = r"restarting from step (\d+) \(1 of 1 retries\)"
+KEPT = r"the checkpoint at step (\d+) is kept: run the same command again to resume"
+
+
+def checkpoint_step(pattern: str, text: str) -> int:
+    """The checkpoint step that ``pattern`` finds in ``text``: the first checkpoint or a later one,
+    for a signal, a kill or a lost node can land while the next checkpoints are written."""
+    found = re.search(pattern, text)
+    assert found, text[-3000:]
     step = int(found.group(1))
     assert step in (10, 20, 30), step
     return step
@@ -189,7 +194,7 @@ def test_a_two_node_cluster_loses_a_node_and_training_goes_on(
         text = finish(process, log)
     finally:
         cluster.shutdown()
-    assert "restarting from step 10 (1 of 1 retries)" in text
+    checkpoint_step(RESTARTED, text)
     nodes = {line.rsplit(" on node ", 1)[1].split()[0] for line in text.splitlines() if " on node " in line}
     assert len(nodes) >= 2, "the two workers did not run on two nodes"
     same_training(tmp_path, EXACT)
@@ -207,8 +212,7 @@ def test_a_killed_worker_is_restarted_from_the_newest_checkpoint(
     text = finish(process, log)
     line = next(line for line in text.splitlines() if "worker failed at step" in line)
     failed_at = int(line.split("worker failed at step ")[1].split(";")[0])
-    assert failed_at >= 10
-    assert "restarting from step 10 (1 of 1 retries)" in line
+    assert failed_at >= checkpoint_step(RESTARTED, line)
     same_training(tmp_path, EXACT)
 
 
@@ -227,14 +231,13 @@ def test_without_retries_the_stage_stops_and_resumes_on_one_worker(
     last = log.read_text().strip().splitlines()[-1]
     assert last.startswith("error: ray: training failed at step "), last
     assert "WorkerHealthCheckFailedError" in last  # the worker that died, not the peer that lost it
-    kept = re.search(r"the checkpoint at step (\d+) is kept: run the same command again to resume", last)
-    assert kept, last
+    kept = checkpoint_step(KEPT, last)
     assert (checkpoint / "state.ckpt").is_file()
 
     one = make_params(tmp_path, batch_size=4, ray={**TWO_WORKERS, "num_workers": 1}, **STEPS)
     again = subprocess.run(train_command(one), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert resumed_step(again.stderr) == int(kept.group(1))
+    assert checkpoint_step(RESUMED, again.stderr) == kept
     same_training(tmp_path, DDP)
 
 
@@ -253,5 +256,5 @@ def test_a_one_worker_checkpoint_resumes_on_two_workers(
     two = make_params(tmp_path, batch_size=2, ray=TWO_WORKERS, **STEPS)
     again = subprocess.run(train_command(two), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    resumed_step(again.stderr)  # the step 10 checkpoint, or a later one written before Ctrl-C
+    checkpoint_step(RESUMED, again.stderr)  # the step 10 checkpoint, or a later one written before Ctrl-C
     same_training(tmp_path, DDP)
