@@ -1,6 +1,6 @@
 """Where time and memory go as the vocabulary grows, and what the chunked loss saves. Prints one JSON line.
 
-The default model (``model.*`` defaults: 4 layers, width 128) at the default
+The default model (``model.*`` defaults: Llama-style, 4 layers, width 128) at the default
 context and batch, with vocabularies of 8,192 (the default BPE), 50,257 (GPT-2)
 and 128,000 (Llama 3), each with the loss in one piece and in slices of
 ``--chunk`` tokens (``train.loss_chunk_tokens``). Per case: tokens/s of
@@ -99,7 +99,7 @@ def main() -> None:
                 "device": torch.cuda.get_device_name()
                 if cuda
                 else f"cpu ({torch.get_num_threads()} threads)",
-                "model": f"{defaults.n_layer}x{defaults.n_embd}",
+                "model": f"{defaults.architecture} {defaults.n_layer}x{defaults.n_embd}",
                 "batch_tokens": TrainConfig().batch_size * TrainConfig().max_length,
                 "chunk_tokens": args.chunk,
                 "memory": "GPU allocator peak" if cuda else "process peak RSS",
