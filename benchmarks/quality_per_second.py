@@ -36,6 +36,7 @@ from typing import Any
 import lightning as L
 import torch
 from default_data import default_data  # benchmarks/default_data.py, beside this script
+from training_paths import StepClock  # beside this script
 
 from src.config import ModelConfig, Params, load_params
 from src.models.causal_lm import CausalLM, Vocabulary, build_model
@@ -46,16 +47,6 @@ from src.train.trainer_settings import trainer_settings
 #: the Trainer's start and the first, slower steps do not shorten the budget's run.
 CALIBRATION_STEPS = 30
 UNTIMED_STEPS = 10
-
-
-class _StepTimes(L.Callback):
-    """When each optimizer step ended."""
-
-    def __init__(self) -> None:
-        self.ended: list[float] = []
-
-    def on_train_batch_end(self, *args: Any) -> None:
-        self.ended.append(time.perf_counter())
 
 
 def train_for(
@@ -156,10 +147,9 @@ def budget_run(
 ) -> dict:
     """One candidate at one seed: as many steps as the calibrated speed fits in ``budget`` seconds."""
     t = params.train
-    clock = _StepTimes()
+    clock = StepClock(UNTIMED_STEPS)
     train_for(params, model_config, data, vocab, CALIBRATION_STEPS, validate=False, callbacks=[clock])
-    timed = clock.ended[UNTIMED_STEPS - 1 :]
-    seconds_per_step = (timed[-1] - timed[0]) / (len(timed) - 1)
+    seconds_per_step = clock.seconds / (CALIBRATION_STEPS - UNTIMED_STEPS)
     steps = max(CALIBRATION_STEPS, int(budget / seconds_per_step))
     started = time.perf_counter()
     val_loss, val_bpb = train_for(params, model_config, data, vocab, steps)

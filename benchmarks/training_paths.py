@@ -31,8 +31,9 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
-class _Clock(L.Callback):
-    """Times the optimizer steps after the warmup ones, waiting for the device at both ends."""
+class StepClock(L.Callback):
+    """Times the optimizer steps after the first ``warmup`` ones, to the end of training, waiting for
+    the device at both ends: ``seconds`` once the Trainer is done."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup, self.started, self.seconds = warmup, 0.0, 0.0
@@ -71,7 +72,7 @@ def project_rate(
         log_metrics=None,
         flops_per_token=flops_per_token(module.model, train.max_length),
     )
-    clock = _Clock(warmup)
+    clock = StepClock(warmup)
     trainer = L.Trainer(**settings, callbacks=[recorder, clock, *progress_bar(placement)])
     trainer.fit(module, train_dataloaders=data)
     torch.use_deterministic_algorithms(False)  # Lightning leaves it set for the whole process
