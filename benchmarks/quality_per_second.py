@@ -36,7 +36,7 @@ from typing import Any
 import lightning as L
 import torch
 from default_data import default_data  # benchmarks/default_data.py, beside this script
-from training_paths import StepClock  # beside this script
+from training_paths import StepClock, fitted_to  # beside this script
 
 from src.config import ModelConfig, Params, load_params
 from src.models.causal_lm import CausalLM, Vocabulary, build_model
@@ -61,13 +61,7 @@ def train_for(
     """Trains a fresh model for ``steps`` with the schedule of ``train.*`` fitted to them; the final
     validation loss and bits per byte, as the training reports them (NaN without ``validate``)."""
     t = params.train
-    train = dataclasses.replace(
-        t,
-        max_steps=steps,
-        warmup_steps=min(t.warmup_steps, max(0, steps // 10)),
-        eval_every=steps,
-        checkpoint_every=steps,
-    )
+    train = fitted_to(t, steps)
     L.seed_everything(t.seed, verbose=False)
     module = CausalLM(
         build_model(model_config, vocab, t.max_length, resolve_path(params.paths.model_cache)), train

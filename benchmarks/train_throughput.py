@@ -5,7 +5,8 @@ the tokenized data with the same optimizer, schedule, clipping and batch; the
 Lightning path is the one training runs (``benchmarks/training_paths.py``: its
 Trainer settings, step recorder and progress bar) and the plain loop is the
 floor of what any framework can do, so the ratio is the cost of the project's
-training machinery.
+training machinery. Both run on the CPU, whatever ``train.accelerator`` says;
+``gpu_throughput.py`` measures GPUs.
 
     python benchmarks/train_throughput.py [--steps 40] [--repeats 3]
 """
@@ -13,13 +14,12 @@ training machinery.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 import lightning as L
 import torch
 from default_data import default_data  # benchmarks/default_data.py, beside this script
-from training_paths import alternating_rounds, plain_rate, project_rate  # beside this script
+from training_paths import alternating_rounds, fitted_to, plain_rate, project_rate  # beside this script
 
 from src.config import load_params
 from src.models.causal_lm import CausalLM, build_model
@@ -37,8 +37,8 @@ def main() -> None:
     params = load_params()
     token_dir, _, vocab, data = default_data(params)
     total = WARMUP_STEPS + args.steps
-    # The schedule of train.* over these steps, and no validation or checkpoint inside them.
-    train = dataclasses.replace(params.train, max_steps=total, eval_every=total, checkpoint_every=total)
+    # Both paths on the CPU, whatever train.accelerator says (gpu_throughput.py measures GPUs).
+    train = fitted_to(params.train, total, accelerator="cpu", precision="32-true")
 
     def run(path: str) -> dict[str, float]:
         L.seed_everything(0, verbose=False)

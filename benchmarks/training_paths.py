@@ -10,6 +10,7 @@ allocator's first growth) and wait for the device at both ends of the timed ones
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -23,6 +24,19 @@ from src.models.flops import flops_per_token
 from src.train.callbacks import StepRecorder
 from src.train.history import History
 from src.train.trainer_settings import progress_bar, trainer_settings
+
+
+def fitted_to(train: TrainConfig, steps: int, **changes: Any) -> TrainConfig:
+    """``train.*`` for a run of ``steps``: its warmup cut to a tenth of them where it is longer (as
+    the config requires it below the step count), one validation and checkpoint at the end."""
+    return dataclasses.replace(
+        train,
+        max_steps=steps,
+        warmup_steps=min(train.warmup_steps, steps // 10),
+        eval_every=steps,
+        checkpoint_every=steps,
+        **changes,
+    )
 
 
 def synchronize() -> None:
