@@ -35,7 +35,11 @@ def gated_mlp_width(width: int) -> int:
 
 def common_settings(config: ModelConfig, vocab_size: int, eos_id: int, max_length: int) -> dict[str, Any]:
     """``model.*`` in the family's own names (GPT-2 keeps its historical ones)."""
-    special = {"bos_token_id": eos_id, "eos_token_id": eos_id, "pad_token_id": eos_id}
+    # No pad_token_id: the Llama-style families make it the embedding's padding_idx, whose row starts
+    # at zero and never learns from the input side, and with pad = EOS that is the document separator;
+    # GPT-2 checks every forward whether the batch holds it (a host-device sync each step). Generation's
+    # padding is the generation config's (build_model).
+    special = {"bos_token_id": eos_id, "eos_token_id": eos_id}
     if config.architecture == "gpt2":
         return {
             "vocab_size": vocab_size,

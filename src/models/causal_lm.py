@@ -60,6 +60,9 @@ def build_model(
     hf_config = new_model_config(config, vocab.size, vocab.eos_id, max_length)
     model = AutoModelForCausalLM.from_config(hf_config, attn_implementation="sdpa")
     model.loss_type = "ForCausalLM"  # named, so transformers does not warn that it has to guess
+    # generate() pads finished sequences with EOS, saved in generation_config.json; the model config
+    # has no pad token (see common_settings).
+    model.generation_config.pad_token_id = vocab.eos_id
     return model
 
 
@@ -91,7 +94,9 @@ class CausalLM(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch["input_ids"], batch["labels"]).loss
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        # For callbacks that monitor it; the progress bar shows the step recorder's host copy instead
+        # (src.train.callbacks.RecordedProgressBar): a prog_bar metric is read off the device each step.
+        self.log("train_loss", loss, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from src.config import ModelConfig, load_params
 from src.errors import ConfigError
-from src.models.architectures import gated_mlp_width, new_model_config
+from src.models.architectures import TESTED_FAMILIES, gated_mlp_width, new_model_config
 from src.models.causal_lm import Vocabulary, build_model
 from src.train.fit import fit
 
@@ -71,6 +72,24 @@ def test_new_models_attend_through_sdpa(tmp_path: Path) -> None:
     assert model.config._attn_implementation == "sdpa"
 
 
+@pytest.mark.parametrize("family", TESTED_FAMILIES)
+def test_the_eos_token_learns_from_the_input_side_in_every_family(family: str, tmp_path: Path) -> None:
+    """EOS separates the documents: a pad token equal to it would be the Llama-style families'
+    padding_idx, an embedding row that starts at zero and that no input gradient reaches."""
+    config = ModelConfig(architecture=family, n_layer=1, n_head=2, n_embd=16)
+    if family != "gpt2":  # untied: the input embedding learns from its inputs alone
+        config = dataclasses.replace(config, config={"tie_word_embeddings": False})
+    eos = 7
+    model = build_model(config, Vocabulary(50, eos), 16, tmp_path)
+    embedding = model.get_input_embeddings()
+    assert model.config.pad_token_id is None and embedding.padding_idx is None
+    assert model.generation_config.pad_token_id == eos  # generate() still pads with EOS
+    assert embedding.weight[eos].norm() > 0
+    batch = torch.tensor([[1, 2, eos, 3, 4, eos, 5, 6]])
+    model(input_ids=batch, labels=batch).loss.backward()
+    assert embedding.weight.grad[eos].norm() > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "model",
@@ -96,8 +115,7 @@ def test_each_family_trains_saves_reloads_and_generates(make_params, model: dict
     assert shares == tied
     tokenizer = AutoTokenizer.from_pretrained(params.paths.model_dir)
     prompt = tokenizer("In the beginning", return_tensors="pt")
+    assert reloaded.generation_config.pad_token_id == tokenizer.eos_token_id  # no pad_token_id needed
     with torch.no_grad():
-        out = reloaded.generate(
-            **prompt, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.eos_token_id
-        )
+        out = reloaded.generate(**prompt, max_new_tokens=5, do_sample=False)
     assert out.shape[1] == prompt["input_ids"].shape[1] + 5

@@ -24,7 +24,7 @@ def test_tiny_model_overfits_one_batch(tmp_path: Path, architecture: str) -> Non
         model_cache=tmp_path,
     )
     assert model.config.model_type == architecture
-    assert model.config.eos_token_id == model.config.bos_token_id == model.config.pad_token_id == 0
+    assert model.config.eos_token_id == model.config.bos_token_id == model.generation_config.pad_token_id == 0
     # max_position_embeddings is GPT-2's n_positions by its config's attribute map: one name for both.
     assert model.config.max_position_embeddings == 16 and model.config.vocab_size == 50
     module = CausalLM(model, TrainConfig(max_steps=150, warmup_steps=5))
