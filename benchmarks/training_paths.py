@@ -87,7 +87,7 @@ def project_rate(
         flops_per_token=flops_per_token(module.model, train.max_length),
     )
     clock = StepClock(warmup)
-    trainer = L.Trainer(**settings, callbacks=[recorder, clock, *progress_bar(placement)])
+    trainer = L.Trainer(**settings, callbacks=[recorder, clock, *progress_bar(placement, recorder)])
     trainer.fit(module, train_dataloaders=data)
     torch.use_deterministic_algorithms(False)  # Lightning leaves it set for the whole process
     rate = (train.max_steps - warmup) * train.batch_size * train.max_length / clock.seconds

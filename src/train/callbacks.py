@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from src.models.flops import device_peak_tflops, utilization
 from src.models.metrics import perplexity
@@ -34,6 +35,8 @@ class StepRecorder(L.Callback):
     ``RECORD_EVERY_ON_ACCELERATOR`` steps (and before each validation and at the
     end): reading one is a host-device sync that would stall the queue of kernels
     every step. Throughput is then the mean over those steps, data loading included.
+    ``shown`` holds the last read's figures as host floats for the progress bar
+    (``RecordedProgressBar``), which so reads nothing off the device.
     """
 
     #: Steps between reads of the losses on an accelerator (one sync each); 1 on the CPU.
@@ -51,13 +54,18 @@ class StepRecorder(L.Callback):
         log_metrics: Callable[[dict[str, float], int], None] | None,
         flops_per_token: int = 0,
         peak_tflops: float = 0.0,
+        record_every: int | None = None,
     ) -> None:
+        """``record_every``: steps between reads of the losses; by default 1 on the CPU and
+        ``RECORD_EVERY_ON_ACCELERATOR`` on an accelerator."""
         self.history, self.start_step, self.max_steps = history, start_step, max_steps
         self.windows_per_step, self.max_length, self.accumulate = windows_per_step, max_length, accumulate
         self.log_metrics = log_metrics
         self.flops_per_token = flops_per_token
         self.peak_tflops = peak_tflops  # per device; 0 = look the accelerator up (see src.models.flops)
-        self.record_every = 1
+        self.record_every = record_every or 1
+        self._record_every_chosen = record_every is not None
+        self.shown: dict[str, float] = {}  # the last read's figures, for the progress bar
         self._micro_losses: list[torch.Tensor] = []
         self._pending: list[
             tuple[int, float, torch.Tensor]
@@ -70,7 +78,7 @@ class StepRecorder(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         device = trainer.strategy.root_device
-        if device.type != "cpu":
+        if device.type != "cpu" and not self._record_every_chosen:
             self.record_every = self.RECORD_EVERY_ON_ACCELERATOR
         if not self.peak_tflops and device.type == "cuda":
             self.peak_tflops = device_peak_tflops(torch.cuda.get_device_name(device)) or 0.0
@@ -94,12 +102,7 @@ class StepRecorder(L.Callback):
         step = self.step(trainer)
         self._pending.append((step, self._lr, micro_losses))
         if len(self._pending) >= self.record_every or step >= self.max_steps:
-            rate = self.record(trainer)
-            module.log("tokens_per_s", rate, prog_bar=True, on_step=True, on_epoch=False)
-            speed = self.speed(rate, trainer.world_size)
-            if speed:  # MFU where the peak is known, else the achieved model TFLOP/s
-                name = "mfu" if "mfu" in speed else "tflops"
-                module.log(name, speed[name], prog_bar=True, on_step=True, on_epoch=False)
+            self.record(trainer)
         kill_point(f"train.after-step-{step}")
 
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -133,6 +136,10 @@ class StepRecorder(L.Callback):
                 self.log_metrics(tracked_train_metrics(row), step)
         self.history.tokens_seen += tokens
         self.history.train_seconds += seconds
+        self.shown = {"train_loss": values[-1], "tokens_per_s": rate}
+        if speed:  # MFU where the peak is known, else the achieved model TFLOP/s
+            name = "mfu" if "mfu" in speed else "tflops"
+            self.shown[name] = speed[name]
         self._pending, self._interval_started = [], None
         return rate
 
@@ -176,6 +183,23 @@ class StepRecorder(L.Callback):
             )
             if self.log_metrics:
                 self.log_metrics(result, step)
+
+
+class RecordedProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, showing the step recorder's last figures (``StepRecorder.shown``).
+
+    They are host floats. A metric logged with ``prog_bar=True`` would be read off the device
+    by Lightning after every batch, whether or not the bar is redrawn: a host-device sync each
+    step, which on a GPU drains the queue of kernels and leaves the device idle while the host
+    prepares the next step.
+    """
+
+    def __init__(self, recorder: StepRecorder, refresh_rate: int) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.recorder = recorder
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | str | float]:
+        return {**super().get_metrics(trainer, pl_module), **self.recorder.shown}
 
 
 class PeriodicCheckpoint(L.Callback):

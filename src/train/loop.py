@@ -135,7 +135,7 @@ def train_on_rank(
         callbacks.append(RestoreTrainingState(inputs.resumed))
     trainer = L.Trainer(
         **trainer_settings(t, placement.trainer_options, inputs.step),
-        callbacks=callbacks + progress_bar(placement.trainer_options),
+        callbacks=callbacks + progress_bar(placement.trainer_options, recorder),
         default_root_dir=str(root / "tmp" / "lightning"),
     )
     trainer = placement.wrap_trainer(trainer)

@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import TQDMProgressBar
 
 from src.config import TrainConfig
-from src.train.callbacks import StepRecorder
+from src.train.callbacks import RecordedProgressBar, StepRecorder
 
 
 def trainer_settings(
@@ -39,10 +38,10 @@ def trainer_settings(
     }
 
 
-def progress_bar(placement_options: dict[str, Any]) -> list[L.Callback]:
-    """Lightning's bar, redrawn every step on the CPU and every few on an accelerator: each redraw
-    reads the logged loss off the device, a sync that would stall the kernel queue every step."""
+def progress_bar(placement_options: dict[str, Any], recorder: StepRecorder) -> list[L.Callback]:
+    """Lightning's bar with the recorder's figures, redrawn every step on the CPU and every few on an
+    accelerator, where the recorder reads them every few (each redraw is work for the host)."""
     if placement_options.get("enable_progress_bar", True) is False:
         return []
     every = 1 if placement_options["accelerator"] == "cpu" else StepRecorder.RECORD_EVERY_ON_ACCELERATOR
-    return [TQDMProgressBar(refresh_rate=every)]
+    return [RecordedProgressBar(recorder, refresh_rate=every)]
