@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -300,10 +302,11 @@ def worker_loop(config: dict[str, Any]) -> dict[str, Any] | None:
             inputs = inputs.resuming(read_state(Path(folder) / STATE_FILE))
     elif config["resume_from"]:  # a new run of the same settings: the one the driver found and logged
         inputs = inputs.resuming(read_state(Path(config["resume_from"])))
+    threads = match_cpu_threads_to_ray(os.environ)
     context = ray.train.get_context()
     rank = context.get_world_rank()
     node = ray.get_runtime_context().get_node_id()
-    log.info("rank %d of %d on node %s", rank, context.get_world_size(), node[:12])
+    log.info("rank %d of %d on node %s (%d CPU threads)", rank, context.get_world_size(), node[:12], threads)
     progress = config["progress"]
     if rank == 0:
         try:
@@ -325,6 +328,19 @@ def worker_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         "history": outcome.history.state(),
         "metrics": outcome.metrics,
     }
+
+
+def match_cpu_threads_to_ray(environ: Mapping[str, str]) -> int:
+    """Sets PyTorch's CPU threads to ``OMP_NUM_THREADS`` where it is set, and returns them.
+
+    Ray sets that variable in each worker to the CPUs it granted the worker (unless the user set
+    it), but only once the worker process runs, after PyTorch has sized its thread pool to every
+    core of the machine. Left alone, N workers on a node run N times as many threads as it has
+    cores, and each one's forward and backward slow down several times over.
+    """
+    if threads := int(environ.get("OMP_NUM_THREADS") or 0):
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def _to_numpy(tensor: torch.Tensor) -> Any:

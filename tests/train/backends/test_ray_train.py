@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from src.config import load_params
 from src.errors import ConfigError
@@ -20,6 +21,7 @@ from src.train.backends.ray_train import (
     TrainingProgress,
     check_strategy,
     failure_line,
+    match_cpu_threads_to_ray,
     prune_unregistered,
     restart_line,
     run_name,
@@ -77,6 +79,9 @@ def test_two_workers_interrupted_and_resumed_match_one_process_and_leave_nothing
     again = subprocess.run(train_command(on_ray), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resume: from the Ray checkpoint at step" in again.stderr
+    # Each worker runs the one CPU thread Ray granted it, not one per core of the machine.
+    ranks = [line for line in again.stderr.splitlines() if " on node " in line]
+    assert ranks and all("(1 CPU threads)" in line for line in ranks), ranks
 
     single = make_params(tmp_path / "single", batch_size=PER_WORKER_BATCH * WORKERS, **settings)
     fit(load_params(single), root=tmp_path)
@@ -137,6 +142,18 @@ def test_a_finished_run_keeps_its_newest_checkpoints_and_those_ray_records(tmp_p
         RAY_SNAPSHOT,
     ]
     assert prune_unregistered(tmp_path / "missing", keep=2) == []
+
+
+def test_a_worker_runs_the_cpu_threads_ray_granted_it() -> None:
+    """Ray sets OMP_NUM_THREADS to the worker's CPUs once PyTorch has already sized its threads to
+    the machine: the worker applies it, and leaves PyTorch alone where nothing set it."""
+    before = torch.get_num_threads()
+    try:
+        assert match_cpu_threads_to_ray({"OMP_NUM_THREADS": "1"}) == 1 == torch.get_num_threads()
+        torch.set_num_threads(2)
+        assert match_cpu_threads_to_ray({}) == 2 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_storage_defaults_to_the_checkpoint_dir(tiny_params) -> None:
