@@ -113,6 +113,7 @@ def train_on_rank(
             )
         placement.persist(trainer, step, state)
         kill_point("train.checkpoint-persisted")
+        kill_point(f"train.checkpoint-{step}-persisted")  # the same moment, at one step only
         if tracker:
             # MLflow gets the steps once the checkpoint holds them: a resumed run never logs one twice
             # (and logs any that a kill between the two left out, see RunTracker.log_missing).

@@ -7,6 +7,7 @@ place but metrics.json is not", so the code that writes outputs names those mome
 :func:`kill_point`. It does nothing unless the environment variable ``LMPIPE_KILL_AT`` names
 the point; then the process sends itself SIGKILL there, as the kernel's out-of-memory killer
 or ``kill -9`` would: no ``finally`` block, ``atexit`` handler or buffered write runs.
+``LMPIPE_HANG_AT`` makes it hang there instead, until killed.
 ``tests/test_faults.py`` kills a ``dvc repro`` at each point and checks the next one.
 """
 
@@ -15,25 +16,39 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections import Counter
 
 #: ``name`` kills at the point's first hit in a process, ``name:N`` at its N-th.
 KILL_AT = "LMPIPE_KILL_AT"
+#: The same, but the process hangs there until it is killed, as a stuck one would: a test can then
+#: act on the state at that point (interrupt the run, kill a peer) without racing the process.
+HANG_AT = "LMPIPE_HANG_AT"
 
-_hits: Counter[str] = Counter()
+_hits: Counter[tuple[str, str]] = Counter()
 
 
 def kill_point(name: str) -> None:
-    """SIGKILL this process if ``LMPIPE_KILL_AT`` names this point (and hit); otherwise nothing."""
-    wanted = os.environ.get(KILL_AT)
+    """SIGKILL this process where ``LMPIPE_KILL_AT`` names this point (and hit), hang it where
+    ``LMPIPE_HANG_AT`` does; otherwise nothing."""
+    if wanted := _hit(KILL_AT, name):
+        print(f"kill point {wanted}: SIGKILL", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    if wanted := _hit(HANG_AT, name):
+        print(f"hang point {wanted}: waiting to be killed", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(60)
+
+
+def _hit(variable: str, name: str) -> str:
+    """The variable's value if it names this point and this is the hit it names; else ""."""
+    wanted = os.environ.get(variable)
     if not wanted:
-        return
+        return ""
     point, _, count = wanted.rpartition(":")
     if not (count.isdigit() and point):
         point, count = wanted, "1"
     if point != name:
-        return
-    _hits[name] += 1
-    if _hits[name] == int(count):
-        print(f"kill point {wanted}: SIGKILL", file=sys.stderr, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
+        return ""
+    _hits[variable, name] += 1
+    return wanted if _hits[variable, name] == int(count) else ""

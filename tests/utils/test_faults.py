@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -31,3 +35,26 @@ def test_the_named_point_kills_its_process_at_the_named_hit(
     assert result.returncode == -signal.SIGKILL
     assert result.stdout.split() == passed
     assert result.stderr.strip() == f"kill point {wanted}: SIGKILL"
+
+
+def test_the_named_hang_point_stops_its_process_there_until_it_is_killed(tmp_path) -> None:
+    """``LMPIPE_HANG_AT``: the process passes the earlier hits, then waits at the named one."""
+    from src.paths import PROJECT_ROOT
+
+    out = tmp_path / "out.txt"
+    with open(out, "w") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-c", LOOP],
+            cwd=PROJECT_ROOT,
+            stdout=handle,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "LMPIPE_HANG_AT": "loop:3"},
+        )
+        assert process.stderr.readline().strip() == "hang point loop:3: waiting to be killed"
+        time.sleep(0.5)
+        assert process.poll() is None  # still there
+        process.kill()
+        process.wait(timeout=10)
+        process.stderr.close()
+    assert out.read_text().split() == ["1", "2"]

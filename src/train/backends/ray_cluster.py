@@ -65,8 +65,9 @@ def _clear_old_sessions(temp_dir: Path) -> None:
 
 
 def worker_environment() -> dict[str, str]:
-    """What workers need from the driver's environment: the code, caches, quiet libraries."""
-    names = ("HF_", "MLFLOW_", "MKL_", "TORCHINDUCTOR_", "DVC_", "TOKENIZERS_", "DO_NOT_TRACK")
+    """What workers need from the driver's environment: the code, caches, quiet libraries, and the
+    project's own variables (the fault-injection points of src.utils.faults)."""
+    names = ("HF_", "MLFLOW_", "MKL_", "TORCHINDUCTOR_", "DVC_", "TOKENIZERS_", "DO_NOT_TRACK", "LMPIPE_")
     env = {k: v for k, v in os.environ.items() if k.startswith(names)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     return env

@@ -30,6 +30,17 @@ STEPS = {"max_steps": 40, "eval_every": 10, "checkpoint_every": 10}
 EXACT = 1e-6
 DDP = 1e-4
 TWO_WORKERS = {"use_ray": True, "num_workers": 2}
+
+
+def hang_after_first_checkpoint() -> dict[str, str]:
+    """The environment in which the workers hang once they have persisted the step-10 checkpoint
+    (src.utils.faults): a test that stops the run or fails a worker there finds that checkpoint
+    the newest, however fast the workers train (they had finished all 40 steps before a Ctrl-C
+    landed), and a restarted group, which starts after step 10, trains on. Read at the call: the
+    session marks its processes through the environment (tests/conftest.py)."""
+    return {**os.environ, "LMPIPE_HANG_AT": "train.checkpoint-10-persisted"}
+
+
 HEAD_OPTIONS = ("--include-dashboard=false", "--disable-usage-stats")
 
 
@@ -187,14 +198,14 @@ def test_a_two_node_cluster_loses_a_node_and_training_goes_on(
         ray = {**TWO_WORKERS, "address": cluster.address, "max_failures": 1}
         params = make_params(tmp_path, batch_size=2, ray=ray, **STEPS)
         log = tmp_path / "train.log"
-        process = start_training(train_command(params), log)
+        process = start_training(train_command(params), log, env=hang_after_first_checkpoint())
         wait_for_checkpoint(tmp_path, process, log)
         cluster.remove_node(node)
         cluster.add_node(num_cpus=1)
         text = finish(process, log)
     finally:
         cluster.shutdown()
-    checkpoint_step(RESTARTED, text)
+    assert checkpoint_step(RESTARTED, text) == 10
     nodes = {line.rsplit(" on node ", 1)[1].split()[0] for line in text.splitlines() if " on node " in line}
     assert len(nodes) >= 2, "the two workers did not run on two nodes"
     same_training(tmp_path, EXACT)
@@ -206,13 +217,13 @@ def test_a_killed_worker_is_restarted_from_the_newest_checkpoint(
     """``ray.max_failures: 1`` on the local cluster: SIGKILL one worker after the first checkpoint."""
     params = make_params(tmp_path, batch_size=2, ray={**TWO_WORKERS, "max_failures": 1}, **STEPS)
     log = tmp_path / "train.log"
-    process = start_training(train_command(params), log)
+    process = start_training(train_command(params), log, env=hang_after_first_checkpoint())
     wait_for_checkpoint(tmp_path, process, log)
     kill_a_worker(server_processes)
     text = finish(process, log)
     line = next(line for line in text.splitlines() if "worker failed at step" in line)
     failed_at = int(line.split("worker failed at step ")[1].split(";")[0])
-    assert failed_at >= checkpoint_step(RESTARTED, line)
+    assert failed_at >= checkpoint_step(RESTARTED, line) == 10
     same_training(tmp_path, EXACT)
 
 
@@ -223,7 +234,7 @@ def test_without_retries_the_stage_stops_and_resumes_on_one_worker(
     a run on 1 worker with twice the batch (the same global batch) continues it: elastic resume."""
     params = make_params(tmp_path, batch_size=2, ray=TWO_WORKERS, **STEPS)
     log = tmp_path / "train.log"
-    process = start_training(train_command(params), log)
+    process = start_training(train_command(params), log, env=hang_after_first_checkpoint())
     checkpoint = wait_for_checkpoint(tmp_path, process, log)
     kill_a_worker(server_processes)
     process.wait(timeout=300)
@@ -231,13 +242,13 @@ def test_without_retries_the_stage_stops_and_resumes_on_one_worker(
     last = log.read_text().strip().splitlines()[-1]
     assert last.startswith("error: ray: training failed at step "), last
     assert "WorkerHealthCheckFailedError" in last  # the worker that died, not the peer that lost it
-    kept = checkpoint_step(KEPT, last)
+    assert checkpoint_step(KEPT, last) == 10
     assert (checkpoint / "state.ckpt").is_file()
 
     one = make_params(tmp_path, batch_size=4, ray={**TWO_WORKERS, "num_workers": 1}, **STEPS)
     again = subprocess.run(train_command(one), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert checkpoint_step(RESUMED, again.stderr) == kept
+    assert checkpoint_step(RESUMED, again.stderr) == 10  # and on to step 40 on one worker
     same_training(tmp_path, DDP)
 
 
@@ -247,7 +258,7 @@ def test_a_one_worker_checkpoint_resumes_on_two_workers(
     """The other way round: 1 worker x 4 windows, Ctrl-C after the first checkpoint, then 2 x 2."""
     params = make_params(tmp_path, batch_size=4, ray={**TWO_WORKERS, "num_workers": 1}, **STEPS)
     log = tmp_path / "train.log"
-    process = start_training(train_command(params), log)
+    process = start_training(train_command(params), log, env=hang_after_first_checkpoint())
     wait_for_checkpoint(tmp_path, process, log)
     process.send_signal(signal.SIGINT)
     process.wait(timeout=120)
@@ -256,5 +267,5 @@ def test_a_one_worker_checkpoint_resumes_on_two_workers(
     two = make_params(tmp_path, batch_size=2, ray=TWO_WORKERS, **STEPS)
     again = subprocess.run(train_command(two), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    checkpoint_step(RESUMED, again.stderr)  # the step 10 checkpoint, or a later one written before Ctrl-C
+    assert checkpoint_step(RESUMED, again.stderr) == 10  # and on to step 40 on two workers
     same_training(tmp_path, DDP)
