@@ -20,6 +20,7 @@ from pathlib import Path
 from src.config import RayConfig, available_cores
 from src.errors import ConfigError, PipelineError, first_line
 from src.paths import PROJECT_ROOT
+from src.utils.faults import HANG_AT, KILL_AT
 
 #: Set before Ray is imported (it reads them then); values the user set win.
 RAY_ENVIRONMENT = {
@@ -66,9 +67,9 @@ def _clear_old_sessions(temp_dir: Path) -> None:
 
 def worker_environment() -> dict[str, str]:
     """What workers need from the driver's environment: the code, caches, quiet libraries, and the
-    project's own variables (the fault-injection points of src.utils.faults)."""
-    names = ("HF_", "MLFLOW_", "MKL_", "TORCHINDUCTOR_", "DVC_", "TOKENIZERS_", "DO_NOT_TRACK", "LMPIPE_")
-    env = {k: v for k, v in os.environ.items() if k.startswith(names)}
+    fault-injection points (src.utils.faults)."""
+    names = ("HF_", "MLFLOW_", "MKL_", "TORCHINDUCTOR_", "DVC_", "TOKENIZERS_", "DO_NOT_TRACK")
+    env = {k: v for k, v in os.environ.items() if k.startswith(names) or k in (KILL_AT, HANG_AT)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     return env
 

@@ -338,8 +338,9 @@ def match_cpu_threads_to_ray(environ: Mapping[str, str]) -> int:
     core of the machine. Left alone, N workers on a node run N times as many threads as it has
     cores, and each one's forward and backward slow down several times over.
     """
-    if threads := int(environ.get("OMP_NUM_THREADS") or 0):
-        torch.set_num_threads(threads)
+    value = environ.get("OMP_NUM_THREADS", "")
+    if value.isdigit() and int(value) > 0:  # not OpenMP's nested form ("4,2"): PyTorch's own then
+        torch.set_num_threads(int(value))
     return torch.get_num_threads()
 
 

@@ -56,8 +56,10 @@ def test_workers_get_the_code_and_the_libraries_settings_only(monkeypatch: pytes
     monkeypatch.setenv("SOME_API_TOKEN", "secret-value-123")
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     monkeypatch.setenv("LMPIPE_HANG_AT", "train.checkpoint-10-persisted")
+    monkeypatch.setenv("LMPIPE_TEST_SESSION", "123-abc")
     env = worker_environment()
-    assert env["LMPIPE_HANG_AT"] == "train.checkpoint-10-persisted"  # the project's own
+    assert env["LMPIPE_HANG_AT"] == "train.checkpoint-10-persisted"  # the fault injection
+    assert "LMPIPE_TEST_SESSION" not in env  # not the project's other variables
     assert env["HF_TOKEN"] == "hf-token" and env["MLFLOW_TRACKING_TOKEN"] == "ml-token"
     assert "SOME_API_TOKEN" not in env and "secret-value-123" not in env.values()
     assert "PATH" not in env and "HOME" not in env

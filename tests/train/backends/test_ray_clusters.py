@@ -107,13 +107,11 @@ KEPT = r"the checkpoint at step (\d+) is kept: run the same command again to res
 
 
 def checkpoint_step(pattern: str, text: str) -> int:
-    """The checkpoint step that ``pattern`` finds in ``text``: the first checkpoint or a later one,
-    for a signal, a kill or a lost node can land while the next checkpoints are written."""
+    """The checkpoint step that ``pattern`` finds in ``text`` (10 where the workers hang there:
+    ``hang_after_first_checkpoint``)."""
     found = re.search(pattern, text)
     assert found, text[-3000:]
-    step = int(found.group(1))
-    assert step in (10, 20, 30), step
-    return step
+    return int(found.group(1))
 
 
 def finish(process: subprocess.Popen, log: Path) -> str:

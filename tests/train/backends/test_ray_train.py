@@ -152,6 +152,8 @@ def test_a_worker_runs_the_cpu_threads_ray_granted_it() -> None:
         assert match_cpu_threads_to_ray({"OMP_NUM_THREADS": "1"}) == 1 == torch.get_num_threads()
         torch.set_num_threads(2)
         assert match_cpu_threads_to_ray({}) == 2 == torch.get_num_threads()
+        for nested_or_bad in ("4,2", "0", "many"):  # OpenMP's own forms, or nonsense: left alone
+            assert match_cpu_threads_to_ray({"OMP_NUM_THREADS": nested_or_bad}) == 2
     finally:
         torch.set_num_threads(before)
 
