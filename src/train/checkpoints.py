@@ -1,14 +1,18 @@
-"""Training checkpoints: written atomically, the newest K kept, resumed only with the same params.
+"""Training checkpoints: written atomically with a digest, the newest K kept, resumed only with the
+same params and only from bytes that match their digest.
 
 A checkpoint holds everything that decides the rest of the run
 (:class:`CheckpointState`): weights, optimizer and scheduler state, RNG states,
 the step (which fixes the data position), the loss history and the MLflow run id.
+Beside each one, ``<name>.sha256`` holds the SHA-256 of its bytes: a checkpoint that rotted on
+shared storage, or whose write was cut short, is skipped for the newest one that verifies.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import pickle
@@ -26,7 +30,7 @@ import torch
 from src.errors import PipelineError
 from src.paths import display_path
 from src.train.history import History
-from src.utils.files import atomic_file
+from src.utils.files import HashingWriter, atomic_file, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +147,14 @@ def checkpoint_path(folder: Path, step: int) -> Path:
     return folder / f"step-{step:09d}.ckpt"
 
 
+def digest_path(checkpoint: Path) -> Path:
+    """Where the SHA-256 of ``checkpoint``'s bytes is kept."""
+    return checkpoint.with_name(checkpoint.name + DIGEST_SUFFIX)
+
+
+DIGEST_SUFFIX = ".sha256"
+
+
 def list_checkpoints(folder: Path) -> list[Path]:
     """Checkpoints in ``folder``, oldest first."""
     if not folder.is_dir():
@@ -174,23 +186,48 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def write_state(path: Path, state: CheckpointState) -> None:
-    """``torch.save`` the state to ``path`` atomically (a killed run never leaves half a checkpoint)."""
+    """``torch.save`` the state to ``path`` atomically, its digest beside it.
+
+    The digest is hashed from the bytes as they are written and lands first: a kill between
+    the two leaves a digest that matches no checkpoint (the step is written again), never a
+    checkpoint that verifies without being whole.
+    """
     with atomic_file(path) as handle:
-        torch.save(state.to_dict(), handle)
+        hashing = HashingWriter(handle)
+        torch.save(state.to_dict(), hashing)
+        write_text_atomic(digest_path(path), f"{hashing.hexdigest()}  {path.name}\n")
+
+
+class DamagedCheckpointError(Exception):
+    """A checkpoint's bytes do not match its digest (or it has none): it is never loaded."""
 
 
 class UnsafeCheckpointError(PipelineError):
     """A checkpoint holds objects other than tensors and plain data: loading it could run code."""
 
 
-def read_state(path: Path) -> CheckpointState:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain data only, never code.
-
-    A file that needs more is refused (:class:`UnsafeCheckpointError`), not skipped: it was not
-    written by this pipeline, and it is left in place for whoever wrote it.
-    """
+def verified_bytes(path: Path) -> bytes:
+    """The bytes of ``path``, once their SHA-256 matches the digest written with them."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        recorded = digest_path(path).read_text(encoding="utf-8").split()[0]
+    except (FileNotFoundError, IndexError, UnicodeDecodeError):
+        raise DamagedCheckpointError(f"it has no readable digest ({digest_path(path).name})") from None
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != recorded:
+        raise DamagedCheckpointError(f"its bytes do not match {digest_path(path).name}")
+    return data
+
+
+def read_state(path: Path) -> CheckpointState:
+    """Load a verified checkpoint with ``weights_only=True``: tensors and plain data only, never code.
+
+    Bytes that do not match their digest are never unpickled (:class:`DamagedCheckpointError`).
+    A file that verifies but needs more than plain data is refused (:class:`UnsafeCheckpointError`),
+    not skipped: it was not written by this pipeline, and it is left in place for whoever wrote it.
+    """
+    data = verified_bytes(path)
+    try:
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if "GLOBAL" not in str(error):
             raise  # damaged bytes, not a forbidden object: the caller falls back to an older checkpoint
@@ -198,7 +235,7 @@ def read_state(path: Path) -> CheckpointState:
             f"{display_path(path)}: refused, it holds objects other than tensors and plain data "
             "(loading it could run code); delete it if you did not write it"
         ) from None
-    return CheckpointState.from_dict(data)
+    return CheckpointState.from_dict(loaded)
 
 
 def save_checkpoint(folder: Path, step: int, state: CheckpointState, keep: int) -> Path:
@@ -215,6 +252,11 @@ def save_checkpoint(folder: Path, step: int, state: CheckpointState, keep: int) 
     current = [path for path in found if path.name <= target.name]
     for old in stale + current[:-keep]:
         old.unlink()
+        digest_path(old).unlink(missing_ok=True)
+    kept = {digest_path(path).name for path in list_checkpoints(folder)}
+    for digest in folder.glob(f"step-*.ckpt{DIGEST_SUFFIX}"):  # of a write a kill cut short
+        if digest.name not in kept:
+            digest.unlink(missing_ok=True)
     return target
 
 
@@ -225,7 +267,9 @@ def newest_readable(paths: Iterable[Path]) -> tuple[Path, CheckpointState] | Non
             return path, read_state(path)
         except UnsafeCheckpointError:
             raise
-        except Exception as error:  # a file cut short by a kill, or of another version: try the one before
+        except DamagedCheckpointError as error:  # rotted on disk, or its write was cut short
+            log.warning("%s is not resumed: %s; trying an older checkpoint", display_path(path), error)
+        except Exception as error:  # of another version: try the one before
             last_line = (str(error).strip().splitlines() or [""])[-1][:200]
             log.warning(
                 "%s is unreadable (%s: %s); trying an older checkpoint",
@@ -251,7 +295,7 @@ def find_resumable(
         return None, "no checkpoint yet"
     found = newest_readable(candidates)
     if found is None:
-        return None, "no readable checkpoint"
+        return None, "no checkpoint that verifies: starting afresh"
     path, state = found
     if state.fingerprint != run_fingerprint(settings, inputs):
         change = describe_change(state, settings, inputs)
@@ -298,7 +342,8 @@ def prune_configurations(root: Path, current: Path, keep: int, prefix: str = "ru
     """
     others = [p for p in root.glob(f"{prefix}*") if p.is_dir() and p != current]
     others.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
-    removed = others[max(keep - 1, 0) :] + list_checkpoints(root)
+    loose = list_checkpoints(root)
+    removed = others[max(keep - 1, 0) :] + loose + [digest_path(path) for path in loose]
     for path in removed:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

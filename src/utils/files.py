@@ -33,6 +33,23 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class HashingWriter:
+    """A binary handle that hashes what passes through it: a file's digest without reading it back."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle, self.digest = handle, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+
 def canonical_json(data: Any) -> str:
     """JSON with sorted keys and a trailing newline: same data, same bytes."""
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

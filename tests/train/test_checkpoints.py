@@ -24,7 +24,9 @@ from src.train.checkpoints import (
     write_state,
 )
 from src.train.history import History
+from src.utils.files import sha256_file
 
+NONE_VERIFIES = "no checkpoint that verifies: starting afresh"
 SETTINGS = {"train.lr": "0.003", "train.seed": "0", "train.resume": "auto"}
 INPUTS = {"tokenized data": "t1", "code": "c1"}
 
@@ -103,7 +105,48 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path: Path
     resumed, _ = find_resumable(tmp_path, SETTINGS, INPUTS)
     assert resumed is not None and resumed.step == 10
     (tmp_path / "step-000000010.ckpt").write_bytes(b"")
-    assert find_resumable(tmp_path, SETTINGS, INPUTS) == (None, "no readable checkpoint")
+    assert find_resumable(tmp_path, SETTINGS, INPUTS) == (
+        None,
+        "no checkpoint that verifies: starting afresh",
+    )
+
+
+def flip_bytes(path: Path, count: int = 64) -> None:
+    """Invert ``count`` bytes in the middle of ``path``, its size unchanged (as storage rot does)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + count] = bytes(b ^ 0xFF for b in data[middle : middle + count])
+    path.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_whose_bytes_changed_is_never_resumed(tmp_path: Path, caplog) -> None:
+    """Flipped bytes that still unpickle (the middle of a weight tensor) are caught by the digest."""
+    for step in (10, 20):
+        save_checkpoint(tmp_path, step, state(step), keep=2)
+    newest = tmp_path / "step-000000020.ckpt"
+    assert (tmp_path / "step-000000020.ckpt.sha256").read_text().split()[0] == sha256_file(newest)
+    flip_bytes(newest)
+    with caplog.at_level("WARNING"):
+        resumed, reason = find_resumable(tmp_path, SETTINGS, INPUTS)
+    assert resumed is not None and resumed.step == 10, reason
+    assert f"{newest} is not resumed: its bytes do not match step-000000020.ckpt.sha256" in caplog.text
+    (tmp_path / "step-000000010.ckpt.sha256").unlink()  # a write cut short before its digest
+    assert find_resumable(tmp_path, SETTINGS, INPUTS) == (
+        None,
+        "no checkpoint that verifies: starting afresh",
+    )
+
+
+def test_pruning_removes_digests_with_their_checkpoints(tmp_path: Path) -> None:
+    (tmp_path / "step-000000005.ckpt.sha256").write_text("0" * 64 + "\n")  # its checkpoint never landed
+    for step in (10, 20, 30):
+        save_checkpoint(tmp_path, step, state(step), keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "step-000000020.ckpt",
+        "step-000000020.ckpt.sha256",
+        "step-000000030.ckpt",
+        "step-000000030.ckpt.sha256",
+    ]
 
 
 def test_code_fingerprint_hashes_the_given_files(tmp_path: Path) -> None:
@@ -140,7 +183,11 @@ def test_a_planted_pickle_is_refused_and_never_run(tmp_path: Path) -> None:
 
     folder = tmp_path / "checkpoints"
     save_checkpoint(folder, 10, state(10), keep=2)
-    torch.save({"step": 999, "model": Planted()}, folder / "step-000000999.ckpt")
+    planted = folder / "step-000000999.ckpt"
+    torch.save({"step": 999, "model": Planted()}, planted)
+    # Without a digest it is skipped unread; with one forged beside it, weights_only still refuses it.
+    assert find_resumable(folder, SETTINGS, INPUTS)[0].step == 10
+    (folder / "step-000000999.ckpt.sha256").write_text(f"{sha256_file(planted)}  {planted.name}\n")
     with pytest.raises(UnsafeCheckpointError) as caught:
         find_resumable(folder, SETTINGS, INPUTS)
     assert str(caught.value) == (
@@ -178,7 +225,12 @@ def test_configurations_are_pruned_newest_first_and_loose_files_go(tmp_path: Pat
     save_checkpoint(tmp_path, 10, state(10), keep=2)  # the layout of an older version: loose files
     removed = prune_configurations(tmp_path, current=folders[0], keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folders[0].name, folders[3].name])
-    assert set(removed) == {folders[1], folders[2], tmp_path / "step-000000010.ckpt"}
+    assert set(removed) == {
+        folders[1],
+        folders[2],
+        tmp_path / "step-000000010.ckpt",
+        tmp_path / "step-000000010.ckpt.sha256",
+    }
 
 
 def test_a_fresh_run_replaces_the_later_checkpoints_of_an_earlier_one(tmp_path: Path) -> None:
