@@ -34,6 +34,7 @@ from src.paths import display_path, resolve_path
 from src.train.backends.ray_cluster import check_resources, local_resources, ray_cluster
 from src.train.checkpoints import (
     CheckpointState,
+    DamagedCheckpointError,
     configuration_folder,
     nearest_other_configuration,
     newest_readable,
@@ -58,8 +59,18 @@ STRATEGY_PACKAGES = {"deepspeed": "deepspeed"}
 STATE_FILE = "state.ckpt"
 
 
-def check_strategy(strategy: str) -> None:
-    """Fail before any cluster starts when the strategy's package is missing."""
+#: Strategies that shard over accelerators only (Lightning: "FSDP needs a non-CPU accelerator device").
+GPU_ONLY_STRATEGIES = {"fsdp"}
+
+
+def check_strategy(strategy: str, use_gpu: bool = False) -> None:
+    """Fail before any cluster starts when the strategy's package is missing, or it needs GPU workers
+    that ``ray.use_gpu`` does not ask for (Lightning would say so at step 0, minutes later)."""
+    if strategy in GPU_ONLY_STRATEGIES and not use_gpu:
+        raise ConfigError(
+            f"ray.strategy: {strategy} runs on GPU workers only, and ray.use_gpu is false; set "
+            "ray.use_gpu: true (on a machine or cluster with GPUs), or ray.strategy: ddp on CPUs"
+        )
     package = STRATEGY_PACKAGES.get(strategy)
     if package and importlib.util.find_spec(package) is None:
         raise ConfigError(
@@ -136,7 +147,7 @@ class RayBackend:
         """Before anything starts: the strategy's package, the GPUs and cores a local cluster
         would get, and a local checkpoint folder that can be written."""
         config = self.params.ray
-        check_strategy(config.strategy)
+        check_strategy(config.strategy, config.use_gpu)
         if not config.address:
             if config.use_gpu and not torch.cuda.is_available():
                 raise ConfigError(
@@ -299,9 +310,12 @@ def worker_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     checkpoint = ray.train.get_checkpoint()  # set when Ray restarts the group after a worker failure
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            inputs = inputs.resuming(read_state(Path(folder) / STATE_FILE))
-    elif config["resume_from"]:  # a new run of the same settings: the one the driver found and logged
-        inputs = inputs.resuming(read_state(Path(config["resume_from"])))
+            try:
+                inputs = inputs.resuming(read_state(Path(folder) / STATE_FILE))
+            except DamagedCheckpointError as error:  # then the newest the driver verified, as a new run
+                log.warning("Ray's latest checkpoint is not resumed: %s", error)
+    if inputs.resumed is None and config["resume_from"]:  # a new run of the same settings: the one
+        inputs = inputs.resuming(read_state(Path(config["resume_from"])))  # the driver found and logged
     threads = match_cpu_threads_to_ray(os.environ)
     context = ray.train.get_context()
     rank = context.get_world_rank()

@@ -123,6 +123,26 @@ def test_a_strategy_without_its_package_is_one_clear_line(make_params, train_com
         load_params(bad)
 
 
+def test_fsdp_without_gpu_workers_is_refused_before_any_cluster_starts(
+    make_params, train_command, tmp_path: Path
+) -> None:
+    """Lightning's FSDP needs an accelerator: on CPU workers it failed at step 0, after the cluster
+    and the worker group had started (minutes on a loaded machine)."""
+    with pytest.raises(ConfigError, match=r"^ray.strategy: fsdp runs on GPU workers only"):
+        check_strategy("fsdp", use_gpu=False)
+    check_strategy("fsdp", use_gpu=True)
+    params = make_params(tmp_path / "fsdp", ray={"use_ray": True, "strategy": "fsdp"})
+    result = subprocess.run(train_command(params), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: ray.strategy: fsdp runs on GPU workers only, and ray.use_gpu is false; set ray.use_gpu: "
+        "true (on a machine or cluster with GPUs), or ray.strategy: ddp on CPUs"
+    )
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "fsdp" / "checkpoints").exists()
+    assert ray_processes(PROJECT_ROOT) == []
+
+
 def test_a_finished_run_keeps_its_newest_checkpoints_and_those_ray_records(tmp_path: Path) -> None:
     """Ray prunes only what it registered: a checkpoint an interrupted run uploaded just before it was
     stopped stays beside the resumed run's; the project removes it, never one Ray's record names
