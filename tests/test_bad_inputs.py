@@ -331,6 +331,19 @@ def store_under_a_file(project: Project) -> None:
     project.params["mlflow"]["tracking_uri"] = f"sqlite:///{project.under_a_file('mlflow.db')}"
 
 
+def unreachable_server(userinfo: str) -> Callable[[Project], None]:
+    """``mlflow.tracking_uri`` of a server that refuses at once, with credentials in its userinfo."""
+
+    def apply(project: Project) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # the process's environment is restored after
+        project.params["mlflow"]["tracking_uri"] = f"http://{userinfo}@127.0.0.1:{port}"
+
+    return apply
+
+
 def nothing(project: Project) -> None:
     """The break is in the command itself (its arguments)."""
 
@@ -382,6 +395,7 @@ EXPORT_VALIDATION, TRAIN_BIN, TOKENIZER_JSON = (
     "tokens/train.bin",
     "tokens/tokenizer/tokenizer.json",
 )
+AT, HIDDEN_USERINFO = ("u5er", "pa@", "ss9"), "cannot reach http://***@127.0.0.1:"  # no piece of it shows
 LOGS_UNDER_A_FILE = ("--log-dir", "{root}/a_file/logs")
 PARAMS_FOLDER, MISSING_PARAMS = ("--params", "{root}/p/params.yaml"), ("--params", "{root}/nope.yaml")
 
@@ -481,6 +495,8 @@ CASES = [
     Case("damaged-mlflow-store", P, damaged_store, "mlflow.tracking_uri: cannot use the MLflow", True),
     Case("read-only-mlflow-store", P, read_only_store, "mlflow.tracking_uri: cannot", needs=PERMISSIONS),
     Case("mlflow-store-under-a-file", P, store_under_a_file, "mlflow.tracking_uri: cannot write"),
+    Case("mlflow-password-holds-an-at", P, unreachable_server("u5er:pa@ss9"), HIDDEN_USERINFO, absent=AT),
+    Case("mlflow-token-as-user-name", P, unreachable_server("tok3n"), HIDDEN_USERINFO, absent=("tok3n",)),
     Case("missing-tokens", R, remove("tokens/"), "kjv/manifest.json: not found; run `dvc repro tokenize`"),
     Case("truncated-train-bin", P, damage(TRAIN_BIN, cut_short), "kjv/train.bin: truncated or damaged", True),
     Case("same-size-corrupted-tokens", P, damage(TRAIN_BIN, zero_first_half), "bpe/kjv/train.bin: its bytes"),
