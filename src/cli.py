@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from src.config import Params, load_params
-from src.errors import PipelineError
+from src.errors import PipelineError, TrainingStopped
 from src.paths import display_path, resolve_path, workspace_root
 from src.utils.environment import configure_environment
 from src.utils.files import check_writable
@@ -53,12 +53,16 @@ def start_process(
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run ``main`` and exit with 0, or with 2 and a one-line message on a user error."""
+    """Run ``main`` and exit with 0, or with 2 and a one-line message on a user error (128 + N after a
+    training stopped by signal N)."""
     try:
         main()
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except TrainingStopped as stopped:
+        print(f"stopped: {stopped}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

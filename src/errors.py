@@ -32,3 +32,12 @@ class FieldError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class TrainingStopped(Exception):
+    """A training stopped when told (a signal, its parent gone) after checkpointing: not a failure of
+    the user's input, so it is reported as ``stopped: ...`` with the signal's exit code (128 + N)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

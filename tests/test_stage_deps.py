@@ -99,3 +99,10 @@ def test_the_tokenizer_depends_on_every_setting_that_changes_its_bytes() -> None
     listed = set(stage_definitions()["tokenizer"]["params"])
     no_effect = {"datasets", "num_proc"}  # the dataset list; threads (the bytes do not depend on them)
     assert listed == {f"tokenize.{f.name}" for f in fields(TokenizeConfig) if f.name not in no_effect}
+
+
+def test_the_train_stage_checks_the_params_dvc_records_for_it() -> None:
+    """What src/train/input_guard.py compares at the end of a run is what DVC records for train."""
+    from src.train.input_guard import TRAIN_PARAMS
+
+    assert list(TRAIN_PARAMS) == stage_definitions()["train"]["params"]

@@ -10,16 +10,20 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from src.errors import TrainingStopped
 from src.models.flops import device_peak_tflops, utilization
 from src.models.metrics import perplexity
+from src.paths import display_path
 from src.train.checkpoints import CheckpointState, restore_rng_states
 from src.train.history import History, tracked_train_metrics
+from src.train.stopping import StopSignals
 from src.utils.faults import kill_point
 
 log = logging.getLogger(__name__)
@@ -217,6 +221,87 @@ class PeriodicCheckpoint(L.Callback):
         fitting = trainer.state.fn == "fit" and not trainer.sanity_checking
         if fitting and trainer.global_step > 0 and step % self.every == 0:
             self.save(trainer, step)
+
+
+class StopAtStepBoundary(L.Callback):
+    """Once a stop is requested (:class:`~src.train.stopping.StopSignals`), checkpoints at the next
+    optimizer-step boundary and ends the run with :class:`~src.errors.TrainingStopped`.
+
+    A step that validates stops after its validation (and after :class:`PeriodicCheckpoint`, which
+    runs first), so the checkpoint holds everything an uninterrupted run records at that step.
+    """
+
+    def __init__(
+        self,
+        stop: StopSignals,
+        save: Callable[[L.Trainer, int], Path | None],
+        record: Callable[[L.Trainer], object],
+        *,
+        start_step: int,
+        max_steps: int,
+        eval_every: int,
+        checkpoint_every: int,
+        accumulate: int,
+    ) -> None:
+        self.stop, self.save, self.record = stop, save, record
+        self.start_step, self.max_steps, self.eval_every = start_step, max_steps, eval_every
+        self.checkpoint_every, self.accumulate = checkpoint_every, accumulate
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.stop.install()  # over the SIGTERM handler the Trainer has just put in place
+        if self.stop.requested:  # before the first step: the checkpoint resumed from still holds
+            raise TrainingStopped(
+                f"training stopped by {self.stop.requested} before step {self.start_step + 1}; "
+                "run the same command again to continue",
+                self.stop.exit_code,
+            )
+
+    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.stop.install()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = self.start_step + trainer.global_step
+        if not self.stop.requested or (batch_idx + 1) % self.accumulate or step >= self.max_steps:
+            return
+        if step % self.eval_every:  # else stop after this step's validation
+            self.record(trainer)
+            self._stop(self.save(trainer, step), step)
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        step = self.start_step + trainer.global_step
+        fitting = trainer.state.fn == "fit" and not trainer.sanity_checking
+        if self.stop.requested and fitting and step < self.max_steps:
+            saved = step % self.checkpoint_every == 0  # by PeriodicCheckpoint, just now
+            self._stop(None if saved else self.save(trainer, step), step)
+
+    def _stop(self, path: Path | None, step: int) -> None:
+        written = f"its checkpoint {display_path(path)} is written" if path else "its checkpoint is written"
+        raise TrainingStopped(
+            f"training stopped by {self.stop.requested} at step {step}; {written}: run the same command "
+            "again to resume from it",
+            self.stop.exit_code,
+        )
+
+
+class AlignValidation(L.Callback):
+    """Keeps validation on the global steps ``eval_every`` divides after a resume from any step.
+
+    Lightning counts ``val_check_interval`` in batches from its own start, so a run resumed at step
+    13 would validate at 23, 33, ... A checkpoint written at a stop can be at any step: the
+    Trainer's batch count starts where the global step puts it instead.
+    """
+
+    def __init__(self, start_step: int, eval_every: int, accumulate: int) -> None:
+        self.offset = (start_step % eval_every) * accumulate
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        total = trainer.fit_loop.epoch_loop.batch_progress.total
+        total.ready += self.offset
+        total.started += self.offset
+        total.processed += self.offset
+        total.completed += self.offset
 
 
 class RestoreTrainingState(L.Callback):

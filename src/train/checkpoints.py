@@ -31,6 +31,7 @@ from src.errors import PipelineError
 from src.paths import display_path
 from src.train.history import History
 from src.utils.files import HashingWriter, atomic_file, write_text_atomic
+from src.utils.locks import LOCK_FILE, is_held
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +344,8 @@ def prune_configurations(root: Path, current: Path, keep: int, prefix: str = "ru
     others = [p for p in root.glob(f"{prefix}*") if p.is_dir() and p != current]
     others.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
     loose = list_checkpoints(root)
-    removed = others[max(keep - 1, 0) :] + loose + [digest_path(path) for path in loose]
+    unused = [p for p in others[max(keep - 1, 0) :] if not is_held(p / LOCK_FILE)]  # none that trains now
+    removed = unused + loose + [digest_path(path) for path in loose]
     for path in removed:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

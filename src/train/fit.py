@@ -22,10 +22,13 @@ from pathlib import Path
 from src.config import Params
 from src.data.mixture import mixture_weights
 from src.data.raw_export import TRAIN
+from src.errors import TrainingStopped
 from src.paths import PROJECT_ROOT, display_path, resolve_path
 from src.train.backends import Backend
+from src.train.input_guard import check_unchanged, snapshot_inputs
 from src.train.outputs import check_output_locations, write_outputs
 from src.train.run_inputs import RunInputs, prepare_run_inputs
+from src.train.stopping import StopSignals
 from src.train.tracking import (
     RunTracker,
     dvc_experiment_name,
@@ -34,14 +37,19 @@ from src.train.tracking import (
     tracking_uri,
 )
 from src.utils.faults import kill_point
+from src.utils.locks import LOCK_FILE, exclusive_lock
 from src.utils.logging_setup import adopt_library_loggers
 from src.utils.redact import redact_uri
 
 log = logging.getLogger(__name__)
 
 
-def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
-    """Train (or resume) as ``params`` says; return the final metrics (also in ``metrics.json``)."""
+def fit(params: Params, root: Path = PROJECT_ROOT, params_file: Path | None = None) -> dict[str, float]:
+    """Train (or resume) as ``params`` says; return the final metrics (also in ``metrics.json``).
+
+    ``params_file``: where ``params`` were read from, checked again before the outputs are written
+    (:mod:`src.train.input_guard`).
+    """
     adopt_library_loggers()  # Lightning attached its own console handler when it was imported
     # A deprecation inside Lightning itself: nothing a user of this project can act on.
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
@@ -51,18 +59,25 @@ def fit(params: Params, root: Path = PROJECT_ROOT) -> dict[str, float]:
     # now, not a traceback after training.
     check_output_locations(params, root)
     backend.check()
+    started_from = snapshot_inputs(params, root, params_file)
     inputs = prepare_run_inputs(params, root)
-    inputs = inputs.resuming(backend.find_resume(inputs))
-    tracker = open_run(params, root, inputs)  # before seeding: MLflow draws run names from ``random``
+    lock = backend.configuration_folder(inputs) / LOCK_FILE
+    with (
+        exclusive_lock(lock, "a training of this configuration"),
+        StopSignals(at_once=not backend.stops_at_step_boundary) as stop,
+    ):
+        inputs = inputs.resuming(backend.find_resume(inputs))
+        tracker = open_run(params, root, inputs)  # before seeding: MLflow draws run names from ``random``
 
-    def run() -> dict[str, float]:
-        outcome = backend.train(inputs, tracker)
-        kill_point("train.trained")
-        write_outputs(params, root, outcome, inputs.tokenizer, tracker)
-        backend.prune(inputs)  # only now: a failed or killed run never costs another one's checkpoints
-        return outcome.metrics
+        def run() -> dict[str, float]:
+            outcome = backend.train(inputs, tracker, stop)
+            kill_point("train.trained")
+            check_unchanged(started_from, params, root)  # else DVC would record what did not train
+            write_outputs(params, root, outcome, inputs.tokenizer, tracker)
+            backend.prune(inputs)  # only now: a failed or killed run never costs another one's checkpoints
+            return outcome.metrics
 
-    return run_tracked(tracker, run)
+        return run_tracked(tracker, run)
 
 
 def select_backend(params: Params, root: Path) -> Backend:
@@ -77,7 +92,7 @@ def select_backend(params: Params, root: Path) -> Backend:
 
 
 def run_tracked(tracker: RunTracker, run: Callable[[], dict[str, float]]) -> dict[str, float]:
-    """Run ``run`` and mark the MLflow run FINISHED, FAILED or KILLED (Ctrl-C) accordingly.
+    """Run ``run`` and mark the MLflow run FINISHED, FAILED or KILLED (stopped by a signal) accordingly.
 
     A run that fails is marked only if the store answers at once: the error to report is the
     one that stopped it, not a tracking server that went away too.
@@ -85,7 +100,8 @@ def run_tracked(tracker: RunTracker, run: Callable[[], dict[str, float]]) -> dic
     try:
         metrics = run()
     except BaseException as error:
-        tracker.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        stopped = isinstance(error, KeyboardInterrupt | TrainingStopped)
+        tracker.abandon("KILLED" if stopped else "FAILED")
         raise
     with store_errors(tracker.client.tracking_uri, ending=True):
         tracker.finish("FINISHED")

@@ -21,17 +21,25 @@ from src.models.causal_lm import CausalLM, build_model
 from src.models.flops import flops_per_token
 from src.models.metrics import bits_per_byte, perplexity
 from src.paths import resolve_path, workspace_root
-from src.train.callbacks import PeriodicCheckpoint, RestoreTrainingState, StepRecorder
+from src.train.callbacks import (
+    AlignValidation,
+    PeriodicCheckpoint,
+    RestoreTrainingState,
+    StepRecorder,
+    StopAtStepBoundary,
+)
 from src.train.checkpoints import CheckpointState, rng_states, shaping_settings
 from src.train.history import History
 from src.train.reporting import unigram_nats
 from src.train.run_inputs import RunInputs
+from src.train.stopping import StopSignals
 from src.train.tracking import RunTracker
 from src.train.trainer_settings import progress_bar, trainer_settings
 from src.utils.faults import kill_point
 
 #: Saves one checkpoint: (trainer, step, state). Every rank calls it; only rank 0 has a state.
-Persist = Callable[[L.Trainer, int, "CheckpointState | None"], None]
+#: Returns where it went, where that is a local file.
+Persist = Callable[[L.Trainer, int, "CheckpointState | None"], "Path | None"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class Placement:
     """Applied to the Trainer before fitting (Ray's ``prepare_trainer``)."""
     callbacks: tuple[L.Callback, ...] = ()
     """More Lightning callbacks this placement needs (Ray: report each step's progress)."""
+    stop: StopSignals | None = None
+    """Where a stop request arrives: checkpoint at the next step boundary and end (one process)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,7 @@ def train_on_rank(
 
     history = History.from_state(inputs.resumed.history.state()) if inputs.resumed else History()
 
-    def save(trainer: L.Trainer, step: int) -> None:
+    def save(trainer: L.Trainer, step: int) -> Path | None:
         # Every rank takes part: a sharding strategy (FSDP) gathers the full states here.
         weights = model_weights(trainer)
         optimizer = trainer.strategy.optimizer_state(trainer.optimizers[0])
@@ -111,13 +121,14 @@ def train_on_rank(
                 history=history,
                 mlflow_run_id=tracker.run_id if tracker else None,
             )
-        placement.persist(trainer, step, state)
+        path = placement.persist(trainer, step, state)
         kill_point("train.checkpoint-persisted")
         kill_point(f"train.checkpoint-{step}-persisted")  # the same moment, at one step only
         if tracker:
             # MLflow gets the steps once the checkpoint holds them: a resumed run never logs one twice
             # (and logs any that a kill between the two left out, see RunTracker.log_missing).
             tracker.flush()
+        return path
 
     recorder = StepRecorder(
         history,
@@ -131,7 +142,21 @@ def train_on_rank(
         peak_tflops=t.peak_tflops,
     )
     callbacks: list[L.Callback] = [recorder, PeriodicCheckpoint(t.checkpoint_every, inputs.step, save)]
+    if placement.stop is not None:
+        callbacks.append(
+            StopAtStepBoundary(
+                placement.stop,
+                save,
+                recorder.record,
+                start_step=inputs.step,
+                max_steps=t.max_steps,
+                eval_every=t.eval_every,
+                checkpoint_every=t.checkpoint_every,
+                accumulate=t.accumulate_grad_batches,
+            )
+        )
     callbacks += placement.callbacks
+    callbacks.append(AlignValidation(inputs.step, t.eval_every, t.accumulate_grad_batches))
     if inputs.resumed:
         callbacks.append(RestoreTrainingState(inputs.resumed))
     trainer = L.Trainer(

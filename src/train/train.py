@@ -8,6 +8,7 @@ The seed's command-line script; the DVC ``train`` stage runs the same
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from src.cli import run_cli, start_process
 from src.config import PARAMS_FILE, load_params
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     start_process(params, args.log_dir)
     from src.train.fit import fit  # lightning, transformers: only once the environment is set
 
-    return fit(params)
+    return fit(params, params_file=Path(args.params).absolute())
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ place but metrics.json is not", so the code that writes outputs names those mome
 :func:`kill_point`. It does nothing unless the environment variable ``LMPIPE_KILL_AT`` names
 the point; then the process sends itself SIGKILL there, as the kernel's out-of-memory killer
 or ``kill -9`` would: no ``finally`` block, ``atexit`` handler or buffered write runs.
-``LMPIPE_HANG_AT`` makes it hang there instead, until killed.
+``LMPIPE_HANG_AT`` makes it hang there instead, until killed; ``LMPIPE_PAUSE_AT`` pauses it there for
+:data:`PAUSE_SECONDS` (signals are handled meanwhile), so a test can send a signal while the process
+is at a known point, as a scheduler would at any moment.
 ``tests/test_faults.py`` kills a ``dvc repro`` at each point and checks the next one.
 """
 
@@ -25,12 +27,16 @@ KILL_AT = "LMPIPE_KILL_AT"
 #: act on the state at that point (interrupt the run, kill a peer) without racing the process.
 HANG_AT = "LMPIPE_HANG_AT"
 
+#: The same, but the process pauses there for PAUSE_SECONDS and goes on.
+PAUSE_AT = "LMPIPE_PAUSE_AT"
+PAUSE_SECONDS = 3.0
+
 _hits: Counter[tuple[str, str]] = Counter()
 
 
 def kill_point(name: str) -> None:
     """SIGKILL this process where ``LMPIPE_KILL_AT`` names this point (and hit), hang it where
-    ``LMPIPE_HANG_AT`` does; otherwise nothing."""
+    ``LMPIPE_HANG_AT`` does, pause it where ``LMPIPE_PAUSE_AT`` does; otherwise nothing."""
     if wanted := _hit(KILL_AT, name):
         print(f"kill point {wanted}: SIGKILL", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -38,6 +44,9 @@ def kill_point(name: str) -> None:
         print(f"hang point {wanted}: waiting to be killed", file=sys.stderr, flush=True)
         while True:
             time.sleep(60)
+    if wanted := _hit(PAUSE_AT, name):
+        print(f"pause point {wanted}: pausing {PAUSE_SECONDS:g} s", file=sys.stderr, flush=True)
+        time.sleep(PAUSE_SECONDS)
 
 
 def _hit(variable: str, name: str) -> str:

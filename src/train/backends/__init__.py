@@ -9,11 +9,13 @@ manager, say) implements :class:`Backend` in a module here and is chosen in
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from src.train.checkpoints import CheckpointState
 from src.train.loop import Outcome
 from src.train.run_inputs import RunInputs
+from src.train.stopping import StopSignals
 from src.train.tracking import RunTracker
 
 
@@ -28,8 +30,19 @@ class Backend(Protocol):
         """The checkpoint of these inputs to continue from (None: start afresh)."""
         ...
 
-    def train(self, inputs: RunInputs, tracker: RunTracker) -> Outcome:
-        """Train to ``train.max_steps``; rank 0 logs to ``tracker``. Returns what the outputs need."""
+    def configuration_folder(self, inputs: RunInputs) -> Path:
+        """Where this configuration's checkpoints (and the lock one training of it holds) live."""
+        ...
+
+    @property
+    def stops_at_step_boundary(self) -> bool:
+        """Whether a stop request is honoured at the next step (with a checkpoint) or at once."""
+        ...
+
+    def train(self, inputs: RunInputs, tracker: RunTracker, stop: StopSignals | None = None) -> Outcome:
+        """Train to ``train.max_steps``; rank 0 logs to ``tracker``. Returns what the outputs need.
+
+        ``stop``: where a stop request arrives, for a backend that stops at a step boundary."""
         ...
 
     def prune(self, inputs: RunInputs) -> None:

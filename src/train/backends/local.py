@@ -21,6 +21,7 @@ from src.train.checkpoints import (
 )
 from src.train.loop import Outcome, Placement, train_on_rank
 from src.train.run_inputs import RunInputs
+from src.train.stopping import StopSignals
 from src.train.tracking import RunTracker
 from src.utils.files import check_writable
 
@@ -58,27 +59,35 @@ class LocalBackend:
         """The newest checkpoint of this configuration; other configurations are left as they are."""
         if self.params.train.resume != "auto":
             return None
-        folder = configuration_folder(self.checkpoint_root, inputs.fingerprint)
+        folder = self.configuration_folder(inputs)
         resumed, reason = find_resumable(folder, inputs.settings, inputs.inputs)
         if resumed is None and not list_checkpoints(folder):
             reason = nearest_other_configuration(self.checkpoint_root, folder, inputs.settings, inputs.inputs)
         log.info("resume: %s", reason)
         return resumed
 
-    def train(self, inputs: RunInputs, tracker: RunTracker) -> Outcome:
+    stops_at_step_boundary = True
+
+    def configuration_folder(self, inputs: RunInputs) -> Path:
+        return configuration_folder(self.checkpoint_root, inputs.fingerprint)
+
+    def train(self, inputs: RunInputs, tracker: RunTracker, stop: StopSignals | None = None) -> Outcome:
         keep = self.params.train.keep_checkpoints
-        folder = configuration_folder(self.checkpoint_root, inputs.fingerprint)
+        folder = self.configuration_folder(inputs)
 
-        def persist(trainer: L.Trainer, step: int, state: CheckpointState | None) -> None:
-            if state is not None:
-                path = save_checkpoint(folder, step, state, keep=keep)
-                log.info("checkpoint %s", display_path(path))
+        def persist(trainer: L.Trainer, step: int, state: CheckpointState | None) -> Path | None:
+            if state is None:
+                return None
+            path = save_checkpoint(folder, step, state, keep=keep)
+            log.info("checkpoint %s", display_path(path))
+            return path
 
-        placement = Placement({"accelerator": self.params.train.accelerator, "devices": 1}, persist)
+        options = {"accelerator": self.params.train.accelerator, "devices": 1}
+        placement = Placement(options, persist, stop=stop)
         return train_on_rank(self.params, self.root, inputs, tracker, placement)
 
     def prune(self, inputs: RunInputs) -> None:
-        current = configuration_folder(self.checkpoint_root, inputs.fingerprint)
+        current = self.configuration_folder(inputs)
         for path in prune_configurations(
             self.checkpoint_root, current, self.params.train.keep_configurations
         ):

@@ -45,8 +45,10 @@ from src.train.checkpoints import (
 from src.train.history import History
 from src.train.loop import Outcome, Placement, build_module, train_on_rank
 from src.train.run_inputs import RunInputs, prepare_run_inputs
+from src.train.stopping import StopSignals
 from src.train.tracking import RunTracker
 from src.utils.files import check_writable
+from src.utils.locks import LOCK_FILE
 from src.utils.typed_config import as_plain_dict
 
 log = logging.getLogger(__name__)
@@ -167,9 +169,11 @@ class RayBackend:
         """
         if "://" in self.storage:
             return None
-        current = configuration_folder(Path(self.storage), inputs.fingerprint, RAY_PREFIX)
+        current = self.configuration_folder(inputs)
         if self.params.train.resume == "never" and current.exists():
-            shutil.rmtree(current)  # Ray would resume from them otherwise
+            for path in current.iterdir():  # Ray would resume from them otherwise; the lock stays
+                if path.name != LOCK_FILE:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
         found = newest_readable(sorted(current.glob(f"checkpoint_*/{STATE_FILE}")))
         self.resume_from, state = found if found else (None, None)
         if state is None:  # and what differs from the checkpoints kept (a changed global batch, say)
@@ -190,7 +194,19 @@ class RayBackend:
         for path in prune_unregistered(current, self.params.train.keep_checkpoints):
             log.info("removed %s (train.keep_checkpoints)", display_path(path))
 
-    def train(self, inputs: RunInputs, tracker: RunTracker) -> Outcome:
+    #: A stop ends the driver at once (``KeyboardInterrupt``): the cluster stops with it and the
+    #: workers resume from their last periodic checkpoint.
+    stops_at_step_boundary = False
+
+    def configuration_folder(self, inputs: RunInputs) -> Path:
+        """The Ray run's folder in local storage; for remote storage, its name in paths.checkpoint_dir
+        (where the lock of one training at a time lives)."""
+        if "://" in self.storage:
+            local = resolve_path(self.params.paths.checkpoint_dir, self.root)
+            return configuration_folder(local, inputs.fingerprint, RAY_PREFIX)
+        return configuration_folder(Path(self.storage), inputs.fingerprint, RAY_PREFIX)
+
+    def train(self, inputs: RunInputs, tracker: RunTracker, stop: StopSignals | None = None) -> Outcome:
         with ray_cluster(self.params.ray, self.root):
             payload = self._fit_workers(run_name(inputs.fingerprint), tracker)
         weights = {key: torch.tensor(value) for key, value in payload["model"].items()}  # a copy: writable
