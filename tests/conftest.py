@@ -729,3 +729,30 @@ def trained_project(
 def dvc_project(reproduced_project: SimpleNamespace, tmp_path: Path) -> Path:
     """A private copy of the reproduced project (git, DVC cache, outputs), without an MLflow store."""
     return Path(shutil.copytree(reproduced_project.path, tmp_path / "project", symlinks=True))
+
+
+# --------------------------------------------------------------------------- a disk that fills
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str, int], Path]]:
+    """``small_disk(name, kib)``: a folder ``tmp_path/name`` on a tmpfs of that size, as a disk that
+    fills. Mounting needs root (as on CI); elsewhere the test is skipped with a line saying so."""
+    mounted: list[Path] = []
+
+    def make(name: str, kib: int) -> Path:
+        folder = tmp_path / name
+        folder.mkdir(parents=True)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -280,6 +280,7 @@ def planted_pickle(project: Project) -> None:
 
     folder, _ = project.configuration()
     torch.save({"step": 999, "model": Planted()}, folder / "step-000000999.ckpt")
+    forge_digest(folder / "step-000000999.ckpt")  # else it is skipped unread, as any unverified file
 
 
 def foreign_checkpoint(project: Project) -> None:
@@ -294,6 +295,15 @@ def foreign_checkpoint(project: Project) -> None:
     state["fingerprint"] = run_fingerprint(state["settings"], inputs.inputs)
     state["model"] = {name: torch.zeros(*(2 * n for n in t.shape)) for name, t in state["model"].items()}
     torch.save(state, folder / "step-000000030.ckpt")
+    forge_digest(folder / "step-000000030.ckpt")
+
+
+def forge_digest(checkpoint: Path) -> None:
+    """The digest the pipeline writes beside a checkpoint, as someone who planted one would forge it."""
+    from src.train.checkpoints import digest_path
+    from src.utils.files import sha256_file
+
+    digest_path(checkpoint).write_text(f"{sha256_file(checkpoint)}  {checkpoint.name}\n")
 
 
 def damaged_store(project: Project) -> None:
@@ -401,6 +411,11 @@ PARAMS_FOLDER, MISSING_PARAMS = ("--params", "{root}/p/params.yaml"), ("--params
 
 
 ray_gpu = edit("ray", use_ray=True, use_gpu=True)
+SMALL_VOCAB = {"vocab_size": 10, "hidden_size": 12}  # accepted once, then an IndexError at step 0
+
+
+def model_config(settings: dict) -> Callable[[Project], None]:
+    return edit("model", config=settings)
 
 
 def ray_workers(count: int) -> Callable[[Project], None]:
@@ -414,7 +429,8 @@ def ray_workers(count: int) -> Callable[[Project], None]:
 class Case:
     id: str
     command: str
-    """``download``, ``tokenize``, ``train`` (the DVC stages), ``train.py`` or ``dvc repro``."""
+    """``download``, ``tokenize``, ``train``, ``check_params`` (the DVC stages), ``train.py`` or
+    ``dvc repro``."""
     breaks: Callable[[Project], None]
     expect: str
     """A fragment of the ``error:`` line: the key or the file, and what is wrong."""
@@ -430,6 +446,7 @@ class Case:
 
 
 D, K, T, R, P, V = "download", "tokenizer", "tokenize", "train", "train.py", "dvc repro"
+C = "check_params"
 
 # fmt: off
 CASES = [
@@ -515,6 +532,9 @@ CASES = [
     Case("checkpoint-not-multiple-of-eval", P, edit("train", checkpoint_every=7), "checkpoint_every: must"),
     Case("heads-do-not-divide-width", P, edit("model", n_head=3), "model.n_head: must divide model.n_embd"),
     Case("unknown-key-model", P, edit("model", layers=2), "model.layers: unknown key"),
+    Case("model-config-sets-the-vocabulary", C, model_config(SMALL_VOCAB), "model.config.vocab_size: the"),
+    Case("model-config-sets-the-width", P, model_config({"hidden_size": 12}), "set model.n_embd instead"),
+    Case("model-config-sets-the-context", R, model_config({"n_ctx": 64}), "context is train.max_length"),
     Case("unknown-key-ray", P, edit("ray", gpus=1), "ray.gpus: unknown key"),
     Case("wrong-enum-ray-strategy", P, edit("ray", strategy="horovod"), "ray.strategy: expected one of"),
     Case("unknown-key-mlflow", P, edit("mlflow", uri="http://127.0.0.1:5000"), "mlflow.uri: unknown key"),

@@ -17,8 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -219,3 +224,210 @@ def test_a_killed_repro_is_finished_by_the_next_exactly_as_an_uninterrupted_one(
         values = [value for _, value in logged[key]]
         assert values == pytest.approx([v for _, v in reference.history[key]], rel=1e-6, abs=1e-6), key
     assert models(store_uri(project), run) == reference.models  # one model, complete
+
+
+# --------------------------------------------------------------------------- stopped by a signal
+
+
+def training_processes(project: Path) -> list[int]:
+    """The live train-stage processes started in ``project``."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if "stages.train" in command and process.info["cwd"] == str(project):
+            found.append(process.pid)
+    return found
+
+
+def without_training(project: Path, timeout: float = 120) -> list[int]:
+    """Wait until no train-stage process of ``project`` is left (at most ``timeout``); those left."""
+    deadline = time.monotonic() + timeout
+    while (left := training_processes(project)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+@dataclass(frozen=True)
+class SignalCase:
+    signal: signal.Signals
+    target: str
+    """``group``: the process group of ``dvc repro`` (a terminal's Ctrl-C, a scheduler); ``dvc``: the
+    DVC process alone (``kill <pid>``)."""
+    point: str
+    """``LMPIPE_PAUSE_AT``: the signal lands while the training pauses here."""
+
+
+SIGNAL_CASES = [
+    SignalCase(number, target, point)
+    for number in (signal.SIGTERM, signal.SIGINT)
+    for target in ("group", "dvc")
+    # before the first checkpoint (step 10), and after it
+    for point in ("train.after-step-7", "train.after-step-13")
+]
+
+
+@pytest.mark.parametrize(
+    "case", SIGNAL_CASES, ids=[f"{c.signal.name}-to-{c.target}-at-{c.point}" for c in SIGNAL_CASES]
+)
+def test_a_repro_stopped_by_a_signal_leaves_no_training_and_the_next_one_ends_as_an_uninterrupted_one(
+    case: SignalCase,
+    starts: dict[str, Path],
+    reference: SimpleNamespace,
+    dvc,
+    tool_env,
+    mlflow_runs,
+    tmp_path: Path,
+) -> None:
+    project = Path(shutil.copytree(starts["tokenized"], tmp_path / "project", symlinks=True))
+    log = tmp_path / "repro.log"
+    with log.open("w") as output:
+        repro = subprocess.Popen(
+            [sys.executable, "-m", "dvc", "repro"],
+            cwd=project,
+            env=tool_env({"LMPIPE_PAUSE_AT": case.point}),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a job of a shell or a scheduler
+        )
+    deadline = time.monotonic() + 600
+    while f"pause point {case.point}" not in log.read_text() and repro.poll() is None:
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    if case.target == "group":
+        os.killpg(repro.pid, case.signal)
+    else:
+        os.kill(repro.pid, case.signal)
+    repro.wait(timeout=300)
+    assert without_training(project) == [], "a training outlived its dvc repro"
+    said = log.read_text()
+    assert "Traceback" not in said, said[-3000:]
+    ignored = case.signal == signal.SIGINT and case.target == "dvc"  # DVC ignores it while a stage runs
+    if not ignored:
+        assert repro.returncode != 0, said[-3000:]
+        assert f"training stopped by {case.signal.name} at step " in said or (
+            "training stopped by the process that started it exited" in said
+        ), said[-3000:]
+
+    dvc(project, "repro")
+
+    found = outputs(project)
+    assert found["metrics"] == pytest.approx(reference.outputs["metrics"], rel=1e-6, abs=1e-6)
+    # The checkpoints kept are the newest ones, which a stop's own checkpoint can be one of.
+    assert {**found, "metrics": None, "checkpoints": None} == {
+        **reference.outputs,
+        "metrics": None,
+        "checkpoints": None,
+    }
+    newest = [name for name in found["checkpoints"] if name.endswith(".ckpt")][-1]
+    assert newest == [name for name in reference.outputs["checkpoints"] if name.endswith(".ckpt")][-1]
+    assert leftovers(project) == []
+    runs = mlflow_runs(store_uri(project))
+    assert [run.info.status for run in runs] == ["FINISHED"]  # the stopped run, resumed and ended
+    logged = history(store_uri(project), runs[0])
+    assert {key: [step for step, _ in rows] for key, rows in logged.items()} == {
+        key: [step for step, _ in rows] for key, rows in reference.history.items()
+    }  # every key, each step once
+    for key in set(logged) - TIMED:
+        values = [value for _, value in logged[key]]
+        assert values == pytest.approx([v for _, v in reference.history[key]], rel=1e-6, abs=1e-6), key
+
+
+# --------------------------------------------------------------------------- two at once
+
+
+def started_repro(project: Path, tool_env, log: Path, *args: str, pause: str) -> subprocess.Popen:
+    """``dvc <args>`` in the background, its training pausing at ``pause``, once it pauses there."""
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dvc", *args],
+            cwd=project,
+            env=tool_env({"LMPIPE_PAUSE_AT": pause}),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 600
+    while f"pause point {pause}" not in log.read_text() and process.poll() is None:
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    return process
+
+
+def test_two_repros_of_one_configuration_at_once_train_it_once(
+    starts: dict[str, Path], reference: SimpleNamespace, dvc, tool_env, mlflow_runs, tmp_path: Path
+) -> None:
+    project = Path(shutil.copytree(starts["tokenized"], tmp_path / "project", symlinks=True))
+    first = started_repro(project, tool_env, tmp_path / "first.log", "repro", pause="train.after-step-12")
+    second = dvc(project, "repro", check=False)
+    assert second.returncode != 0 and "lock" in second.stdout + second.stderr, second.stdout + second.stderr
+    assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
+    assert outputs(project) == {**reference.outputs, "metrics": outputs(project)["metrics"]}
+    (run,) = mlflow_runs(store_uri(project))
+    assert run.info.status == "FINISHED"
+    logged = history(store_uri(project), run)
+    assert {key: [step for step, _ in rows] for key, rows in logged.items()} == {
+        key: [step for step, _ in rows] for key, rows in reference.history.items()
+    }  # each step once
+
+
+def test_two_experiments_at_once_in_one_workspace_record_no_params_that_did_not_train(
+    starts: dict[str, Path], dvc, tool_env, mlflow_runs, tmp_path: Path
+) -> None:
+    """The experiment that loses DVC's lock has already written its value into params.yaml; the one
+    training must not end with DVC recording that value for its outputs."""
+    project = Path(shutil.copytree(starts["tokenized"], tmp_path / "project", symlinks=True))
+
+    def train_record() -> dict:
+        return yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train"]
+
+    before = train_record()
+    log = tmp_path / "first.log"
+    pause = "train.after-step-12"
+    first = started_repro(project, tool_env, log, "exp", "run", "-S", "train.lr=0.001", pause=pause)
+    second = dvc(project, "exp", "run", "-S", "train.lr=0.002", check=False)
+    assert second.returncode != 0, second.stdout + second.stderr
+    first.wait(timeout=600)
+    said = log.read_text()
+    assert "Traceback" not in said, said[-3000:]
+    finished = [run for run in mlflow_runs(store_uri(project)) if run.info.status == "FINISHED"]
+    if "train.lr: 0.001 -> 0.002" in said:  # params.yaml was rewritten under the running training
+        assert first.returncode != 0 and finished == []
+        assert train_record() == before  # DVC recorded nothing for train
+        assert "train" in dvc(project, "status").stdout  # and says the stage is not up to date
+        shown = json.loads(dvc(project, "exp", "show", "--json").stdout or "[]")
+        assert [row.get("experiments") for row in shown if row.get("experiments")] == []
+    else:  # DVC left params.yaml alone: then what it recorded is what trained
+        assert first.returncode == 0, said[-3000:]
+        (run,) = finished
+        recorded = train_record()["params"]["params.yaml"]["train"]["lr"]
+        assert float(recorded) == float(run.data.params["train.lr"]) == 0.001
+
+
+# --------------------------------------------------------------------------- a checkpoint that rotted
+
+
+def test_a_checkpoint_that_rotted_is_skipped_for_the_newest_that_verifies(
+    starts: dict[str, Path], reference: SimpleNamespace, dvc, mlflow_runs, tmp_path: Path
+) -> None:
+    """64 bytes flipped in the middle of the newest checkpoint (its size unchanged), as on flaky
+    shared storage: it unpickled, and was resumed into a model other than the uninterrupted one's."""
+    project = Path(shutil.copytree(starts["tokenized"], tmp_path / "project", symlinks=True))
+    killed = dvc(project, "repro", check=False, env={"LMPIPE_KILL_AT": "train.trained"})
+    assert killed.returncode != 0
+    (newest,) = [p for p in (project / "data" / "checkpoints").glob("run-*/step-000000020.ckpt")]
+    data = bytearray(newest.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    newest.write_bytes(bytes(data))
+
+    resumed = dvc(project, "repro")
+    said = resumed.stdout + resumed.stderr
+    assert "step-000000020.ckpt is not resumed: its bytes do not match step-000000020.ckpt.sha256" in said
+    assert "(step 10)" in said
+    found = outputs(project)
+    assert found["metrics"] == pytest.approx(reference.outputs["metrics"], rel=1e-6, abs=1e-6)
+    assert {**found, "metrics": None} == {**reference.outputs, "metrics": None}  # step 20 written anew
+    runs = mlflow_runs(store_uri(project))
+    assert [run.info.status for run in runs] == ["FINISHED"]

@@ -7,6 +7,7 @@ place (a rename within one file system is atomic).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -72,8 +73,11 @@ def atomic_file(path: Path, *, shared: bool = False) -> Iterator[BinaryIO]:
             yield handle
         kill_point(f"files.file-staged.{path.name}")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
+        full = disk_full_error(error, path, Path(tmp))
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise full from None
         raise
 
 
@@ -121,9 +125,47 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         else:
             os.replace(staging, target)
         kill_point(f"files.dir-swapped.{target.name}")
-    except BaseException:
+    except BaseException as error:
+        full = disk_full_error(error, target, staging)
         shutil.rmtree(staging, ignore_errors=True)
+        if full:
+            raise full from None
         raise
+
+
+#: Errors of a write that found no space: the OS's, and the words of libraries that report it in text
+#: (safetensors' "No space left on device (os error 28)").
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_WORDS = ("No space left on device", "Disk quota exceeded")
+
+
+def disk_full_error(error: BaseException, target: Path, staging: Path) -> PipelineError | None:
+    """One line for a write of ``target`` that filled the disk, or None if ``error`` is something else.
+
+    PyTorch's writer reports a full disk as ``RuntimeError: [enforce fail at inline_container.cc]``
+    with the OS's error only as its context, so the whole chain is searched.
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if (isinstance(seen, OSError) and seen.errno in _NO_SPACE) or any(
+            words in str(seen) for words in _NO_SPACE_WORDS
+        ):
+            break
+        seen = seen.__cause__ or seen.__context__
+    else:
+        return None
+    files = [staging] if staging.is_file() else [p for p in staging.rglob("*") if p.is_file()]
+    written = sum(p.stat().st_size for p in files if p.exists())
+    free = shutil.disk_usage(target.parent).free
+    return PipelineError(
+        f"{display_path(target)}: the disk is full ({_size(free)} free there) while writing it; it needs "
+        f"more than the {_size(written)} written before the write failed: free space on that disk, or "
+        "point its setting in params.yaml at another one (earlier outputs are as they were)"
+    )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:,.1f} MiB"
 
 
 def check_writable(

@@ -39,6 +39,8 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
         if made and [entry.name for entry in path.parent.iterdir()] == [path.name]:
             path.unlink()  # still held: a peer that opened it before finds it gone (see _lock)
             path.parent.rmdir()
+        else:
+            os.ftruncate(fd, 0)  # it names a holder only while there is one
         os.close(fd)  # releases the lock
 
 

@@ -112,3 +112,21 @@ def test_check_writable_refuses_a_read_only_folder(tmp_path: Path) -> None:
             check_writable("paths.model_dir", folder / "model", kind="folder")
     finally:
         folder.chmod(0o755)
+
+
+def test_a_write_that_fills_the_disk_is_one_line_and_keeps_the_previous_output(small_disk) -> None:
+    disk = small_disk("disk", 64)
+    target = disk / "model"
+    with atomic_directory(target) as staging:
+        (staging / "small.bin").write_bytes(b"old")
+    with pytest.raises(PipelineError) as full, atomic_directory(target) as staging:
+        (staging / "big.bin").write_bytes(bytes(200_000))
+    assert str(full.value).startswith(f"{target}: the disk is full (")
+    assert "while writing it; it needs more than the " in str(full.value)
+    assert sorted(p.name for p in disk.iterdir()) == ["model"]  # no staging copy left
+    assert (target / "small.bin").read_bytes() == b"old"
+    with pytest.raises(PipelineError, match="the disk is full"), atomic_file(disk / "f.ckpt") as handle:
+        import torch
+
+        torch.save({"weights": torch.zeros(100_000)}, handle)  # PyTorch says "enforce fail"
+    assert sorted(p.name for p in disk.iterdir()) == ["model"]
