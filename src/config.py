@@ -195,6 +195,43 @@ class TokenizeConfig:
         return self.num_proc or available_cores()
 
 
+#: ``model.config`` keys the pipeline derives itself (:func:`src.models.architectures.common_settings`),
+#: under every family's name for them, by what decides them instead: a value there would contradict
+#: it (a vocabulary smaller than the tokenizer's fails at the first step). The MLP width
+#: (``intermediate_size``), ``num_key_value_heads`` and ``tie_word_embeddings`` are only defaults of
+#: the pipeline's, which ``model.config`` may change.
+_FROM_TOKENIZER = "the pipeline sets it: {} comes from the tokenizer ({}); remove it from model.config"
+_FROM_SETTING = "the pipeline sets it from {0}; set {0} instead, and remove it from model.config"
+_CONTEXT = (
+    "the pipeline sets it: the context is train.max_length; set that instead, and remove it from model.config"
+)
+_DERIVED_BY: dict[str, tuple[str, ...]] = {
+    _FROM_TOKENIZER.format("the vocabulary", "tokenize.vocab_size for the trained BPE"): (
+        "vocab_size",
+        "n_vocab",
+    ),
+    _FROM_TOKENIZER.format("every special-token id", "its EOS: tokenize.eos_token"): (
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+    ),
+    _CONTEXT: (
+        "max_position_embeddings",
+        "n_positions",
+        "n_ctx",
+        "max_seq_len",
+        "seq_length",
+        "max_sequence_length",
+    ),
+    _FROM_SETTING.format("model.n_embd"): ("hidden_size", "n_embd", "d_model"),
+    _FROM_SETTING.format("model.n_head"): ("num_attention_heads", "n_head", "n_heads", "num_heads"),
+    _FROM_SETTING.format("model.n_layer"): ("num_hidden_layers", "n_layer", "n_layers", "num_layers"),
+    _FROM_SETTING.format("model.dropout"): ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout"),
+}
+DERIVED_MODEL_SETTINGS: dict[str, str] = {key: why for why, keys in _DERIVED_BY.items() for key in keys}
+"""``model.config`` key -> why it is refused at params load, and what to set instead."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The causal language model: a new model of a ``transformers`` family, or pretrained weights."""
@@ -371,6 +408,9 @@ class Params:
     """MLflow tracking."""
 
     def __post_init__(self) -> None:
+        for key in self.model.config:
+            if key in DERIVED_MODEL_SETTINGS:
+                raise FieldError(f"model.config.{key}", DERIVED_MODEL_SETTINGS[key])
         cache_dir = resolve_path(self.paths.cache_dir)
         for name, spec in self.download.local.items():
             folder = resolve_path(spec.data_dir or ".")

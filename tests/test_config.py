@@ -197,3 +197,44 @@ def test_a_mixture_names_every_tokenized_dataset() -> None:
 def test_a_local_folder_is_neither_the_project_nor_around_the_cache(data_dir: str, message: str) -> None:
     data = with_value("download.local", {"notes": {"path": "text", "data_dir": data_dir}})
     assert error_of(data).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("key", "instead"),
+    [
+        ("vocab_size", "the vocabulary comes from the tokenizer (tokenize.vocab_size"),
+        ("eos_token_id", "comes from the tokenizer (its EOS: tokenize.eos_token)"),
+        ("pad_token_id", "comes from the tokenizer"),
+        ("bos_token_id", "comes from the tokenizer"),
+        ("max_position_embeddings", "the context is train.max_length; set that instead"),
+        ("n_positions", "the context is train.max_length"),
+        ("n_ctx", "the context is train.max_length"),
+        ("hidden_size", "set model.n_embd instead"),
+        ("n_embd", "set model.n_embd instead"),
+        ("num_attention_heads", "set model.n_head instead"),
+        ("n_head", "set model.n_head instead"),
+        ("num_hidden_layers", "set model.n_layer instead"),
+        ("n_layer", "set model.n_layer instead"),
+        ("attention_dropout", "set model.dropout instead"),
+        ("resid_pdrop", "set model.dropout instead"),
+    ],
+)
+def test_model_settings_the_pipeline_derives_are_refused(key: str, instead: str) -> None:
+    message = error_of(with_value("model.config", {"rope_theta": 10000.0, key: 10}))
+    assert message.startswith(f"model.config.{key}: the pipeline sets it"), message
+    assert instead in message and message.endswith("remove it from model.config")
+
+
+def test_every_setting_the_pipeline_derives_is_refused_or_an_open_default() -> None:
+    """What ``common_settings`` gives every family: refused in ``model.config``, but for the defaults
+    it is meant to change (``num_key_value_heads: 2``, ``tie_word_embeddings: false``, the MLP width)."""
+    from src.config import DERIVED_MODEL_SETTINGS, ModelConfig
+    from src.models.architectures import common_settings
+
+    open_defaults = {"num_key_value_heads", "tie_word_embeddings", "intermediate_size"}
+    for family in ("gpt2", "llama"):
+        settings = common_settings(ModelConfig(architecture=family), 500, 7, 32)
+        assert set(settings) - open_defaults <= set(DERIVED_MODEL_SETTINGS), family
+    assert not open_defaults & set(DERIVED_MODEL_SETTINGS)
+    changed = {"num_key_value_heads": 2, "tie_word_embeddings": False}
+    assert parse_params(with_value("model.config", changed)).model.config == changed
