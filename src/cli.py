@@ -21,6 +21,7 @@ from src.paths import display_path, resolve_path, workspace_root
 from src.utils.environment import configure_environment
 from src.utils.files import check_writable
 from src.utils.logging_setup import setup_logging
+from src.utils.parent_watch import watch_parent
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -41,6 +42,7 @@ def start_process(
     The log folder is checked first (one line if it cannot be written): ``log_key`` is what set
     ``log_dir`` (a flag or a params key); without ``log_dir`` it is ``logs/`` in the user's checkout.
     """
+    watch_parent()  # a stage ends with the dvc repro that started it
     configure_environment(model_cache=resolve_path(params.paths.model_cache, workspace_root()))
     folder = resolve_path(log_dir) if log_dir is not None else workspace_root() / "logs"
     if log_dir is None:

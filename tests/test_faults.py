@@ -229,22 +229,22 @@ def test_a_killed_repro_is_finished_by_the_next_exactly_as_an_uninterrupted_one(
 # --------------------------------------------------------------------------- stopped by a signal
 
 
-def training_processes(project: Path) -> list[int]:
-    """The live train-stage processes started in ``project``."""
+def stage_processes(project: Path, stage: str) -> list[int]:
+    """The live processes of ``stages.<stage>`` started in ``project``."""
     import psutil
 
     found = []
     for process in psutil.process_iter(["cmdline", "cwd"]):
         command = " ".join(process.info["cmdline"] or [])
-        if "stages.train" in command and process.info["cwd"] == str(project):
+        if f"stages.{stage}" in command and process.info["cwd"] == str(project):
             found.append(process.pid)
     return found
 
 
-def without_training(project: Path, timeout: float = 120) -> list[int]:
-    """Wait until no train-stage process of ``project`` is left (at most ``timeout``); those left."""
+def without_training(project: Path, timeout: float = 120, stage: str = "train") -> list[int]:
+    """Wait until no process of the stage in ``project`` is left (at most ``timeout``); those left."""
     deadline = time.monotonic() + timeout
-    while (left := training_processes(project)) and time.monotonic() < deadline:
+    while (left := stage_processes(project, stage)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
 
@@ -291,10 +291,7 @@ def test_a_repro_stopped_by_a_signal_leaves_no_training_and_the_next_one_ends_as
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, as a job of a shell or a scheduler
         )
-    deadline = time.monotonic() + 600
-    while f"pause point {case.point}" not in log.read_text() and repro.poll() is None:
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.05)
+    wait_for_pause(repro, log, case.point)
     if case.target == "group":
         os.killpg(repro.pid, case.signal)
     else:
@@ -348,11 +345,35 @@ def started_repro(project: Path, tool_env, log: Path, *args: str, pause: str) ->
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    wait_for_pause(process, log, pause)
+    return process
+
+
+def wait_for_pause(process: subprocess.Popen, log: Path, point: str) -> None:
     deadline = time.monotonic() + 600
-    while f"pause point {pause}" not in log.read_text() and process.poll() is None:
+    while f"pause point {point}" not in log.read_text() and process.poll() is None:
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.05)
-    return process
+    assert f"pause point {point}" in log.read_text(), log.read_text()[-3000:]
+
+
+def test_a_stage_other_than_train_ends_with_the_dvc_that_started_it(
+    starts: dict[str, Path], reference: SimpleNamespace, dvc, tool_env, tmp_path: Path
+) -> None:
+    """``kill -TERM <dvc pid>`` while tokenize runs: the stage must not go on with parent 1 beside
+    the next ``dvc repro`` (their staging copies of one output would collide)."""
+    project = Path(shutil.copytree(starts["downloaded"], tmp_path / "project", symlinks=True))
+    log = tmp_path / "repro.log"
+    repro = started_repro(project, tool_env, log, "repro", pause="tokenize.chunk-written")
+    os.kill(repro.pid, signal.SIGTERM)
+    repro.wait(timeout=120)
+    assert without_training(project, timeout=60, stage="tokenize") == [], "tokenize outlived its dvc"
+    # It ended then and there: an orphan would have gone on to write its output, unrecorded.
+    assert not (project / "data" / "main_cache" / "tokenized" / "bpe" / "kjv").exists()
+    dvc(project, "repro")
+    found = outputs(project)
+    assert {**found, "metrics": None} == {**reference.outputs, "metrics": None}
+    assert leftovers(project) == []
 
 
 def test_two_repros_of_one_configuration_at_once_train_it_once(

@@ -5,8 +5,9 @@ Schedulers (SLURM, Kubernetes, spot instances) end a job with ``SIGTERM`` and a 
 stop is the normal end of a cluster job. While :class:`StopSignals` is active, the first
 ``SIGTERM``, ``SIGINT`` or ``SIGHUP`` is recorded, and the training writes a checkpoint at the next
 optimizer-step boundary and exits (:class:`~src.errors.TrainingStopped`); a second one ends the
-process at once. ``kill -TERM <dvc pid>`` does not reach the stage DVC started, so a watcher asks
-for the same stop when this process's parent exits: a training never outlives its ``dvc repro``.
+process at once. ``kill -TERM <dvc pid>`` does not reach the stage DVC started:
+:mod:`src.utils.parent_watch` sends the same ``SIGTERM`` when this process's parent exits, so a
+training never outlives its ``dvc repro``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 import signal
 import threading
 from types import FrameType, TracebackType
+
+from src.utils.parent_watch import take_notice, watch_parent
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +34,12 @@ class StopSignals:
     instead (a Ray driver: its workers stop with the cluster; they resume from their last checkpoint).
     """
 
-    def __init__(self, *, at_once: bool = False, parent_poll_s: float = 0.5) -> None:
-        self.at_once, self.parent_poll_s = at_once, parent_poll_s
+    def __init__(self, *, at_once: bool = False) -> None:
+        self.at_once = at_once
         self.requested: str | None = None
         """What asked to stop (``SIGTERM``, :data:`PARENT_EXITED`), once something did."""
         self.signal_number = 0
         self._previous: dict[int, object] = {}
-        self._parent_gone = False
-        self._done = threading.Event()
 
     @property
     def exit_code(self) -> int:
@@ -50,14 +51,12 @@ class StopSignals:
             return self  # signals reach the main thread only; nothing to install
         self._previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
         self.install()
-        parent = os.getppid()
-        threading.Thread(target=self._watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
+        watch_parent()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        self._done.set()
         for number, handler in self._previous.items():
             signal.signal(number, handler)  # type: ignore[arg-type]
 
@@ -69,23 +68,18 @@ class StopSignals:
                 signal.signal(number, self._handle)
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
+        notice = take_notice()  # the parent's end: after a signal to the whole group, no second ask
+        if self.requested is not None and notice:
+            return
         if self.requested is not None:  # asked twice: stop now, as the default action would
             log.warning("%s again: stopping at once", signal.Signals(number).name)
             signal.signal(number, signal.SIG_DFL)
             os.kill(os.getpid(), number)
             return
-        self.requested = PARENT_EXITED if self._parent_gone else signal.Signals(number).name
+        self.requested = PARENT_EXITED if notice else signal.Signals(number).name
         self.signal_number = number
         if self.at_once:
             raise KeyboardInterrupt(self.requested)
         log.warning(
             "%s: stopping after the next step's checkpoint (send it again to stop at once)", self.requested
         )
-
-    def _watch_parent(self, parent: int) -> None:
-        while not self._done.wait(self.parent_poll_s):
-            if os.getppid() != parent:  # re-parented: the process that started this one is gone
-                if self.requested is None:  # (a signal to the whole group may have asked already)
-                    self._parent_gone = True
-                    os.kill(os.getpid(), signal.SIGTERM)
-                return

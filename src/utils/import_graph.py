@@ -24,6 +24,7 @@ NO_OUTPUT_EFFECT = frozenset(
         "src/utils/logging_setup.py",  # where and how log lines are written
         "src/errors.py",  # exception classes: only the wording of messages
         "src/utils/faults.py",  # kill points: inert unless a fault-injection test sets LMPIPE_KILL_AT
+        "src/utils/parent_watch.py",  # ends a stage whose dvc is gone: whether it runs, not what it writes
     }
 )
 

@@ -53,7 +53,9 @@ def test_the_end_of_the_parent_process_asks_for_a_stop(tmp_path: Path) -> None:
     child = (
         "import time, sys\n"
         "from src.train.stopping import StopSignals\n"
-        "with StopSignals(parent_poll_s=0.05) as stop:\n"
+        "from src.utils.parent_watch import watch_parent\n"
+        "watch_parent(poll_s=0.05)\n"
+        "with StopSignals() as stop:\n"
         "    deadline = time.monotonic() + 30\n"
         "    while stop.requested is None and time.monotonic() < deadline:\n"
         "        time.sleep(0.05)\n"
