@@ -451,6 +451,34 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+#: ``paths.*`` keys whose folders hold DVC outputs (``dvc.yaml`` templates its ``outs``, ``metrics``
+#: and ``plots`` from them). DVC tracks outputs inside its repository only; ``model_cache``,
+#: ``log_dir`` and ``checkpoint_dir`` are no outputs and may be anywhere.
+DVC_OUTPUT_PATHS = ("cache_dir", "model_dir", "metrics_file", "plots_dir")
+
+
+def _is_within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_outputs_in_project(paths: PathsConfig, root: Path) -> None:
+    """Refuse a ``paths.*`` DVC output outside the project at ``root`` (relative paths start there).
+
+    The test is on the path as written, links not followed: a symlink inside the project that
+    leads to another disk is inside it for DVC too."""
+    folder = os.path.normpath(os.path.abspath(root))
+    folders = (folder, os.path.realpath(folder))
+    for key in DVC_OUTPUT_PATHS:
+        value = getattr(paths, key)
+        where = os.path.normpath(os.path.join(folder, os.path.expanduser(value)))
+        if not any(_is_within(where, inside) for inside in folders):
+            raise ConfigError(
+                f"paths.{key}: {value!r} is outside the project ({display_path(root)}), and DVC cannot "
+                "track an output outside its repository; use a path inside the project (to keep the "
+                "data on another disk, a symlink inside the project pointing there)"
+            )
+
+
 def parse_params(data: Any) -> Params:
     """Validate already-parsed YAML data (e.g. a dict sent to a worker)."""
     return build(Params, data, "")
@@ -458,7 +486,11 @@ def parse_params(data: Any) -> Params:
 
 def load_params(path: str | Path | None = None) -> Params:
     """Read and validate a params file (default :data:`PARAMS_FILE`); any problem is one
-    :class:`ConfigError` line."""
+    :class:`ConfigError` line.
+
+    The project's own params file (the one the DVC stages read) must also keep every DVC output
+    inside the project (:func:`check_outputs_in_project`); a params file elsewhere, given to a script
+    with ``--params``, belongs to no DVC project and may put its outputs anywhere."""
     path = resolve_path(PARAMS_FILE if path is None else path)
     shown = display_path(path)
     try:
@@ -486,4 +518,8 @@ def load_params(path: str | Path | None = None) -> Params:
         raise ConfigError(f"{shown}{where}: {problem}; fix the YAML syntax") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{shown}: expected a mapping of sections at the top level")
-    return parse_params(data or {})
+    params = parse_params(data or {})
+    stage_file = resolve_path(PARAMS_FILE)
+    if path == stage_file or path.resolve() == stage_file.resolve():
+        check_outputs_in_project(params.paths, stage_file.parent)  # the file the DVC stages read
+    return params

@@ -370,6 +370,16 @@ def under_a_file(key: str) -> Callable[[Project], None]:
     return apply
 
 
+def outside(key: str, relative: bool = False) -> Callable[[Project], None]:
+    """``paths.<key>`` on "another disk": a folder beside the project, not in it (``../other_disk``)."""
+
+    def apply(project: Project) -> None:
+        other_disk = project.root.parent / "other_disk"
+        project.params["paths"][key] = "../other_disk" if relative else str(other_disk / key)
+
+    return apply
+
+
 def a_file(project: Project) -> None:
     project.under_a_file("x")
 
@@ -406,6 +416,14 @@ EXPORT_VALIDATION, TRAIN_BIN, TOKENIZER_JSON = (
     "tokens/tokenizer/tokenizer.json",
 )
 AT, HIDDEN_USERINFO = ("u5er", "pa@", "ss9"), "cannot reach http://***@127.0.0.1:"  # no piece of it shows
+OUTSIDE_THE_PROJECT = "paths.model_dir: '../other_disk' is outside the project ("
+
+
+def on_another_disk(key: str) -> str:
+    """What the line says of ``outside(key)``: ``paths.<key>: '<tmp>/other_disk/<key>' is outside...``."""
+    return f"/other_disk/{key}' is outside the project ("
+
+
 LOGS_UNDER_A_FILE = ("--log-dir", "{root}/a_file/logs")
 PARAMS_FOLDER, MISSING_PARAMS = ("--params", "{root}/p/params.yaml"), ("--params", "{root}/nope.yaml")
 
@@ -475,6 +493,7 @@ CASES = [
     Case("unknown-dataset-argument", D, nothing, "datasets.wiki: no such dataset", args=("wiki",)),
     Case("cache-dir-under-a-file", D, under_a_file("cache_dir"), "paths.cache_dir: cannot", absent=CACHED),
     Case("log-dir-under-a-file", D, under_a_file("log_dir"), "paths.log_dir: cannot write", True),
+    Case("cache-dir-outside-the-project", D, outside("cache_dir"), on_another_disk("cache_dir")),
     # -- tokenize: the export it reads, the tokenizer, its settings
     Case("missing-tokenizer-folder", K, missing_tokenizer, "folder my_tokenizer does not exist", True),
     Case("tokenizer-folder-without-files", K, tokenizer_without_files, "my_tokenizer holds nothing", True),
@@ -508,6 +527,10 @@ CASES = [
     Case("checkpoint-dir-under-a-file", P, under_a_file("checkpoint_dir"), "paths.checkpoint_dir: cannot"),
     Case("metrics-file-is-a-folder", R, metrics_file_is_a_folder, "paths.metrics_file: "),
     Case("plots-dir-is-a-file", P, plots_dir_is_a_file, "paths.plots_dir: "),
+    Case("model-dir-outside-the-project", C, outside("model_dir", True), OUTSIDE_THE_PROJECT, True),
+    Case("model-dir-on-another-disk", C, outside("model_dir"), on_another_disk("model_dir")),
+    Case("metrics-file-outside-the-project", R, outside("metrics_file", True), "paths.metrics_file: '../o"),
+    Case("plots-dir-outside-the-project", P, outside("plots_dir"), on_another_disk("plots_dir")),
     Case("log-dir-argument-under-a-file", P, a_file, "--log-dir: cannot write", args=LOGS_UNDER_A_FILE),
     Case("damaged-mlflow-store", P, damaged_store, "mlflow.tracking_uri: cannot use the MLflow", True),
     Case("read-only-mlflow-store", P, read_only_store, "mlflow.tracking_uri: cannot", needs=PERMISSIONS),
@@ -547,6 +570,7 @@ CASES = [
     # -- dvc repro in the reproduced project: DVC runs the stage, the stage refuses
     Case("dvc-unknown-top-level-section", V, add_section("evaluate"), "evaluate: unknown key", True),
     Case("dvc-non-utf8-corpus", V, latin1_corpus, "corpus.jsonl line 3 is not valid utf-8", True),
+    Case("dvc-model-dir-on-another-disk", V, outside("model_dir"), on_another_disk("model_dir"), True),
     Case("dvc-gpu-without-gpu", V, edit("train", accelerator="gpu"), "train.accelerator: gpu", True, NO_GPU),
     Case("dvc-validation-shorter-than-a-window", V, edit("train", max_length=100000), "fewer than one", True),
 ]

@@ -238,3 +238,57 @@ def test_every_setting_the_pipeline_derives_is_refused_or_an_open_default() -> N
     assert not open_defaults & set(DERIVED_MODEL_SETTINGS)
     changed = {"num_key_value_heads": 2, "tie_word_embeddings": False}
     assert parse_params(with_value("model.config", changed)).model.config == changed
+
+
+def project_params(root: Path, monkeypatch: pytest.MonkeyPatch, **paths: str) -> Path:
+    """A project at ``root``: its ``params.yaml`` (the file the stages read) with these ``paths``."""
+    import src.config
+
+    data = repo_params()
+    data["paths"].update(paths)
+    root.mkdir(parents=True, exist_ok=True)
+    params_file = root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setattr(src.config, "PARAMS_FILE", params_file)
+    return params_file
+
+
+@pytest.mark.parametrize("key", ["cache_dir", "model_dir", "metrics_file", "plots_dir"])
+def test_dvc_outputs_outside_the_project_are_refused(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "project"
+    for value in (str(tmp_path / "other_disk" / "out"), "../out", "data/../../out"):
+        params_file = project_params(root, monkeypatch, **{key: value})
+        for path in (None, params_file):
+            with pytest.raises(ConfigError) as refused:
+                load_params(path)
+            message = str(refused.value)
+            assert message.startswith(f"paths.{key}: {value!r} is outside the project ("), message
+            assert "DVC cannot track an output outside its repository; use a path inside" in message
+
+
+def test_dvc_outputs_inside_the_project_and_other_paths_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, elsewhere = tmp_path / "project", tmp_path / "other_disk"
+    (root / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    (root / "data" / "big").symlink_to(elsewhere, target_is_directory=True)  # a link to another disk
+    inside = {
+        "cache_dir": str(root / "data" / "cache"),  # absolute, inside the project
+        "model_dir": "data/big/model",  # through a link inside the project
+        "metrics_file": "./metrics.json",
+        "plots_dir": "data/../plots",
+        "model_cache": str(elsewhere / "model_cache"),  # no DVC outputs: anywhere
+        "log_dir": str(elsewhere / "logs"),
+        "checkpoint_dir": "../checkpoints",
+    }
+    params = load_params(project_params(root, monkeypatch, **inside))
+    assert params.paths.model_dir == "data/big/model"
+    other = tmp_path / "run" / "params.yaml"  # a params file of no project, given with --params
+    other.parent.mkdir()
+    data = repo_params()
+    data["paths"]["model_dir"] = str(elsewhere / "model")
+    other.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert load_params(other).paths.model_dir == str(elsewhere / "model")
