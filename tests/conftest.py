@@ -756,3 +756,45 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str, int], Path]]:
     yield make
     for folder in mounted:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+# --------------------------------------------------------------------------- code shipped with a folder
+
+
+def write_custom_code_tokenizer(folder: Path, texts: list[str], marker: Path) -> SimpleNamespace:
+    """A tokenizer folder that ships its own Python class, as custom-code Hub repositories do: the
+    Llama-style tokenizer above (``tokenizer.json`` + ``tokenizer_config.json``), its
+    ``tokenizer_class`` a class defined in ``tokenization_marker.py`` beside them (a
+    ``PreTrainedTokenizerFast`` subclass) and ``auto_map`` pointing ``AutoTokenizer`` at it. Importing
+    that module writes ``marker``: the file exists exactly when the folder's code ran.
+
+    Returns ``folder``, ``code`` (the module's source) and ``signature`` (a string unique to it, to
+    look for in copies of the code)."""
+    import json
+
+    write_sentencepiece_style_tokenizer(folder, texts, legacy=False)
+    signature = f"custom-code-{os.urandom(8).hex()}"
+    code = (
+        '"""A tokenizer class shipped with its folder."""\n\n'
+        "from pathlib import Path\n\n"
+        "from transformers import PreTrainedTokenizerFast\n\n"
+        f"SIGNATURE = {signature!r}\n"
+        f"Path({str(marker)!r}).write_text(SIGNATURE)\n\n\n"
+        "class MarkerTokenizerFast(PreTrainedTokenizerFast):\n"
+        '    """The folder\'s own tokenizer class."""\n'
+    )
+    (folder / "tokenization_marker.py").write_text(code)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.update(
+        tokenizer_class="MarkerTokenizerFast",
+        auto_map={"AutoTokenizer": [None, "tokenization_marker.MarkerTokenizerFast"]},
+    )
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return SimpleNamespace(folder=folder, code=code, signature=signature)
+
+
+@pytest.fixture(scope="session")
+def custom_code_tokenizer() -> Callable[[Path, list[str], Path], SimpleNamespace]:
+    """``custom_code_tokenizer(folder, texts, marker)``: write a tokenizer folder whose ``auto_map``
+    names a class in a ``.py`` beside it, whose import writes ``marker`` (see above)."""
+    return write_custom_code_tokenizer

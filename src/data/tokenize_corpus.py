@@ -271,7 +271,12 @@ def make_tokenizer(params: Params) -> Path:
         }
     else:
         model_cache = resolve_path(params.paths.model_cache)
-        tokenizer = load_pretrained(config.tokenizer, model_cache, params.download.hub_timeout_s)
+        tokenizer = load_pretrained(
+            config.tokenizer,
+            model_cache,
+            params.download.hub_timeout_s,
+            trust_remote_code=params.model.trust_remote_code,
+        )
         # Saved with the tokens: the tokenizer names the EOS they hold.
         tokenizer.eos_token = pretrained_eos_token(tokenizer, config.eos_token)
         kind, settings = "pretrained", {}
@@ -283,14 +288,15 @@ def make_tokenizer(params: Params) -> Path:
     return folder
 
 
-def load_made_tokenizer(folder: Path) -> tuple[Any, TokenizerRecord]:
-    """The tokenizer the tokenizer stage saved in ``folder``, and its record."""
+def load_made_tokenizer(folder: Path, *, trust_remote_code: bool = False) -> tuple[Any, TokenizerRecord]:
+    """The tokenizer the tokenizer stage saved in ``folder``, and its record (a tokenizer with code of
+    its own loads only with ``trust_remote_code``)."""
     path = folder / TOKENIZER_RECORD
     try:
         record = TokenizerRecord.from_json(path.read_text(encoding="utf-8"), path)
     except FileNotFoundError:
         raise PipelineError(f"{display_path(path)}: not found; run `dvc repro tokenizer` first") from None
-    return load_tokenizer_folder(folder, "tokenizer"), record
+    return load_tokenizer_folder(folder, "tokenizer", trust_remote_code=trust_remote_code), record
 
 
 def splits_to_tokenize(params: Params, dataset: str, export: ExportManifest) -> dict[str, ExportSplit]:
@@ -319,7 +325,9 @@ def tokenize_from_params(params: Params, dataset: str) -> Path:
     check_writable("paths.cache_dir", token_dir, kind="folder")
     export = verified_export(export_dir)
     splits_to_tokenize(params, dataset, export[0])
-    tokenizer, record = load_made_tokenizer(params.paths.tokenizer_dir(config.tokenizer))
+    tokenizer, record = load_made_tokenizer(
+        params.paths.tokenizer_dir(config.tokenizer), trust_remote_code=params.model.trust_remote_code
+    )
     tokenize_export(
         export_dir,
         token_dir,

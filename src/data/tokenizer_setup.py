@@ -17,7 +17,7 @@ from typing import Any
 from src.config import TokenizeConfig
 from src.errors import ConfigError, PipelineError, first_line
 from src.paths import display_path
-from src.utils.hub import from_folder_or_hub
+from src.utils.hub import from_folder_or_hub, refuse_custom_code
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,14 @@ def train_bpe(documents: Iterator[str], config: TokenizeConfig, num_documents: i
     )
 
 
-def load_pretrained(name_or_path: str, model_cache: Path, hub_timeout_s: float) -> Any:
-    """A pretrained tokenizer from a project folder or the Hub (cached under ``model_cache``)."""
+def load_pretrained(
+    name_or_path: str, model_cache: Path, hub_timeout_s: float, *, trust_remote_code: bool = False
+) -> Any:
+    """A pretrained tokenizer from a project folder or the Hub (cached under ``model_cache``).
+
+    ``trust_remote_code`` (``model.trust_remote_code``): without it, a tokenizer that would run code
+    of its own is refused in one line (see :func:`src.utils.hub.from_folder_or_hub`).
+    """
     from transformers import AutoTokenizer
 
     return from_folder_or_hub(
@@ -56,6 +62,7 @@ def load_pretrained(name_or_path: str, model_cache: Path, hub_timeout_s: float) 
         key="tokenize.tokenizer",
         cache_dir=model_cache,
         timeout_s=hub_timeout_s,
+        trust_remote_code=trust_remote_code,
     )
 
 
@@ -121,13 +128,18 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def load_tokenizer_folder(folder: Path, stage: str) -> Any:
+def load_tokenizer_folder(folder: Path, stage: str, *, trust_remote_code: bool = False) -> Any:
     """A tokenizer the pipeline saved (``save_pretrained``) in ``folder``; one line naming the folder and
-    the DVC stage that writes it when it cannot be loaded."""
+    the DVC stage that writes it when it cannot be loaded.
+
+    A tokenizer with code of its own (trusted when it was made) keeps it in the folder; it is run
+    only with ``trust_remote_code`` (``model.trust_remote_code``), and refused in one line otherwise.
+    """
     from transformers import AutoTokenizer
 
+    refuse_custom_code(folder, key=None, trust_remote_code=trust_remote_code)
     try:
-        return AutoTokenizer.from_pretrained(str(folder))
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise PipelineError(
             f"{display_path(folder)}: cannot load the tokenizer ({first_line(error, 200)}); re-run "

@@ -58,7 +58,9 @@ def build_model(
             )
         return model
     hf_config = new_model_config(config, vocab.size, vocab.eos_id, max_length)
-    model = AutoModelForCausalLM.from_config(hf_config, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_config(
+        hf_config, attn_implementation="sdpa", trust_remote_code=config.trust_remote_code
+    )
     model.loss_type = "ForCausalLM"  # named, so transformers does not warn that it has to guess
     # generate() pads finished sequences with EOS, saved in generation_config.json; the model config
     # has no pad token (see common_settings).

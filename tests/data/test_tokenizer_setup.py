@@ -22,6 +22,7 @@ from src.data.tokenize_corpus import iter_documents
 from src.data.tokenizer_setup import (
     eos_id,
     load_pretrained,
+    load_tokenizer_folder,
     pretrained_eos_token,
     tokenizer_dir_name,
     tokenizer_fingerprint,
@@ -126,3 +127,21 @@ def test_the_eos_of_a_pretrained_tokenizer(pretrained_tokenizers: Path) -> None:
         eos_id(no_eos)
     with pytest.raises(ConfigError, match=r"^tokenize.eos_token: '</s>' is not in the vocabulary of"):
         eos_id(no_eos, "</s>")
+
+
+def test_a_tokenizer_with_code_of_its_own_loads_only_when_trusted(
+    custom_code_tokenizer, documents: list[str], tmp_path: Path
+) -> None:
+    """Never a question on the terminal: off, the folder is refused in one line and its code never
+    imported; on, its class is the tokenizer."""
+    marker = tmp_path / "ran"
+    folder = custom_code_tokenizer(tmp_path / "tok", documents[:200], marker).folder
+    refusal = r"holds custom code \(tokenizer_config.json: tokenization_marker.MarkerTokenizerFast\) that"
+    with pytest.raises(ConfigError, match=rf"^tokenize.tokenizer: folder .*tok {refusal}") as refused:
+        load_pretrained(str(folder), tmp_path / "model_cache", hub_timeout_s=0.1)
+    assert "set model.trust_remote_code: true if you trust it" in str(refused.value)
+    with pytest.raises(ConfigError, match=rf"^.*tok {refusal}.*set model.trust_remote_code: true"):
+        load_tokenizer_folder(folder, "tokenizer")
+    assert not marker.exists()
+    tokenizer = load_pretrained(str(folder), tmp_path / "model_cache", 0.1, trust_remote_code=True)
+    assert type(tokenizer).__name__ == "MarkerTokenizerFast" and marker.exists()

@@ -134,3 +134,50 @@ def test_validation_sums_the_loss_per_source_over_every_rank(tmp_path: Path) -> 
     assert logged["val_loss"] == pytest.approx(nats / 61, rel=1e-5)
     assert logged["val_bpb"] == pytest.approx(nats / (math.log(2) * 157), rel=1e-5)
     assert logged["val_bpb/b"] == pytest.approx(totals["b"][0] / (math.log(2) * 57), rel=1e-5)
+
+
+def write_custom_code_model(folder: Path, marker: Path) -> Path:
+    """A model folder of a family of its own, as custom-code Hub repositories ship one: ``config.json``
+    with ``model_type: marker`` and an ``auto_map`` naming classes in ``.py`` files beside it (a
+    Llama subclass each), whose import writes ``marker``."""
+    import json
+
+    model = build_model(ModelConfig(n_layer=1, n_head=1, n_embd=8), Vocabulary(40, 0), 16, folder.parent)
+    model.save_pretrained(folder)
+    mark = f"from pathlib import Path\n\nPath({str(marker)!r}).write_text('ran')\n"
+    (folder / "configuration_marker.py").write_text(
+        f"{mark}from transformers import LlamaConfig\n\n\nclass MarkerConfig(LlamaConfig):\n"
+        '    model_type = "marker"\n'
+    )
+    (folder / "modeling_marker.py").write_text(
+        f"{mark}from transformers import LlamaForCausalLM\n\n"
+        "from .configuration_marker import MarkerConfig\n\n\n"
+        "class MarkerForCausalLM(LlamaForCausalLM):\n    config_class = MarkerConfig\n"
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config.update(
+        model_type="marker",
+        architectures=["MarkerForCausalLM"],
+        auto_map={
+            "AutoConfig": "configuration_marker.MarkerConfig",
+            "AutoModelForCausalLM": "modeling_marker.MarkerForCausalLM",
+        },
+    )
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_pretrained_model_with_code_of_its_own_loads_only_when_trusted(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    folder = write_custom_code_model(tmp_path / "custom", marker)
+    with pytest.raises(
+        ConfigError,
+        match=r"^model.pretrained: folder .*custom holds custom code \(config.json: "
+        r"configuration_marker.MarkerConfig, config.json: modeling_marker.MarkerForCausalLM\) that loading "
+        r"it would run; set model.trust_remote_code: true if you trust it",
+    ):
+        build_model(ModelConfig(pretrained=str(folder)), Vocabulary(40, 0), 16, tmp_path)
+    assert not marker.exists()
+    trusted = ModelConfig(pretrained=str(folder), trust_remote_code=True)
+    model = build_model(trusted, Vocabulary(40, 0), 16, tmp_path)
+    assert type(model).__name__ == "MarkerForCausalLM" and marker.exists()
