@@ -380,6 +380,30 @@ def outside(key: str, relative: bool = False) -> Callable[[Project], None]:
     return apply
 
 
+#: The text of a file outside the project: a link in a corpus folder must not carry it in.
+OUTSIDE_MARKER = "marker-7d2e41-outside-the-data-dir"
+
+
+def link_out_of_data_dir(to: str) -> Callable[[Project], None]:
+    """A ``download.local`` folder holding a link to a file (``to="file"``) or a folder (``"dir"``)
+    outside the project, beside a file and a link that stay inside."""
+
+    def apply(project: Project) -> None:
+        outside = project.root.parent / "outside"
+        (outside / "books").mkdir(parents=True)
+        (outside / "passwd").write_text(f"root:x:0:0:{OUTSIDE_MARKER}:/root:/bin/sh\n")
+        (outside / "books" / "more.txt").write_text(f"{OUTSIDE_MARKER}\n")
+        notes = project.root / "notes"
+        notes.mkdir()
+        (notes / "a.txt").write_text("a line\nanother line\n")
+        (notes / "b.txt").symlink_to("a.txt")
+        link = notes / ("passwd.txt" if to == "file" else "books")
+        link.symlink_to(outside / "passwd" if to == "file" else outside / "books")
+        project.params["download"]["local"] = {"notes": {"path": "text", "data_dir": str(notes)}}
+
+    return apply
+
+
 def a_file(project: Project) -> None:
     project.under_a_file("x")
 
@@ -424,6 +448,9 @@ def on_another_disk(key: str) -> str:
     return f"/other_disk/{key}' is outside the project ("
 
 
+NOTES, MARKER = ("notes",), (f"bytes:{OUTSIDE_MARKER}",)
+LINKED_FILE = "/notes/passwd.txt is a link to the file "  # after download.local.notes.data_dir: <root>
+LINKED_FOLDER = "/notes/books is a link to the folder "
 LOGS_UNDER_A_FILE = ("--log-dir", "{root}/a_file/logs")
 PARAMS_FOLDER, MISSING_PARAMS = ("--params", "{root}/p/params.yaml"), ("--params", "{root}/nope.yaml")
 
@@ -460,7 +487,8 @@ class Case:
     args: tuple[str, ...] = ()
     """Extra arguments for the command (train.py and the download stage)."""
     absent: tuple[str, ...] = ()
-    """Text the output must not contain, or (``file:<name>``) a file the run must not create."""
+    """Text the output must not contain, or (``file:<name>``) a file the run must not create, or
+    (``bytes:<text>``) text no file under the project may hold afterwards."""
 
 
 D, K, T, R, P, V = "download", "tokenizer", "tokenize", "train", "train.py", "dvc repro"
@@ -483,6 +511,8 @@ CASES = [
     Case("blank-validation-file", D, blank_validation, "split 'validation' has no document"),
     Case("missing-corpus", D, edit(KJV, data_files="x.jsonl"), "kjv.data_files: file 'x.jsonl' not found"),
     Case("empty-folder-as-corpus", D, corpus_is_an_empty_folder, "/corpus' matches no file"),
+    Case("link-to-a-file-outside", D, link_out_of_data_dir("file"), LINKED_FILE, args=NOTES, absent=MARKER),
+    Case("link-to-a-dir-outside", D, link_out_of_data_dir("dir"), LINKED_FOLDER, args=NOTES, absent=MARKER),
     Case("wrong-text-column", D, edit(KJV, text_column="body"), "split 'train' has no column 'body'"),
     Case("unknown-key-in-dataset", D, edit(KJV, textcolumn="text"), "datasets.kjv.textcolumn: unknown key"),
     Case("wrong-type-fraction", D, edit(KJV, validation_fraction="x"), "kjv.validation_fraction: expected"),
@@ -741,6 +771,11 @@ def test_bad_input_is_one_line_and_loses_nothing(
     for text in case.absent:
         if text.startswith("file:"):
             assert not (project.root / text[5:]).exists(), f"{text[5:]} was created"
+        elif text.startswith("bytes:"):
+            files = [p for p in project.root.rglob("*") if p.is_file() and not p.is_symlink()]
+            holding = [str(p) for p in files if text[6:].encode() in p.read_bytes()]
+            assert not holding, f"{text[6:]!r} was written into {holding}"
+            assert text[6:] not in outcome.output, shown
         else:
             assert text not in outcome.output, shown
     assert snapshot(project) == before  # every earlier output, the last configuration's checkpoints too

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,27 @@ def expand_entry(key: str, entry: str, base: Path) -> list[MatchedFile]:
     return [
         MatchedFile(found.relative_to(base).as_posix() if relative else str(found), found) for found in files
     ]
+
+
+def check_links_stay_inside(key: str, folder: Path) -> None:
+    """Refuse a symbolic link anywhere under ``folder`` (to a file or to a folder) whose target is
+    outside it: reading through it would read a file outside the folder, which the pipeline never
+    does. Links whose targets stay inside are fine. The walk does not follow folder links, so a
+    link cycle cannot trap it."""
+    inside = Path(os.path.realpath(folder))
+    for parent, folders, files in os.walk(folder):
+        for name in sorted([*folders, *files]):
+            path = Path(parent) / name
+            if not path.is_symlink():
+                continue
+            target = Path(os.path.realpath(path))
+            if target != inside and inside not in target.parents:
+                kind = "folder" if target.is_dir() else "file"
+                raise ConfigError(
+                    f"{key}: {display_path(path)} is a link to the {kind} {target}, outside the folder; "
+                    "files outside data_dir are never read: copy what it points to into the folder, "
+                    "or remove the link"
+                )
 
 
 def _shown(base: Path) -> str:

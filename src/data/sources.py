@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config import DatasetSpec
-from src.data.source_files import expand_entry
+from src.data.source_files import check_links_stay_inside, expand_entry
 from src.errors import ConfigError, PipelineError
 from src.paths import PROJECT_ROOT, resolve_path
 from src.utils.hub import hub_endpoint
@@ -75,6 +75,7 @@ def resolve_source(key: str, spec: DatasetSpec, root: Path = PROJECT_ROOT) -> Re
             base = resolve_path(spec.data_dir, root)
             if not base.is_dir():
                 raise ConfigError(f"{key}.data_dir: folder {spec.data_dir!r} does not exist")
+            check_links_stay_inside(f"{key}.data_dir", base)
         data_files = spec.data_files if spec.data_files is not None else spec.data_dir and "."
         if data_files is None:
             raise ConfigError(

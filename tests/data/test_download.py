@@ -340,6 +340,56 @@ def test_patterns_that_match_nothing_or_leave_data_dir_are_refused(tmp_path: Pat
         download_dataset("x", spec(path="text", data_dir=str(tmp_path / "nowhere")), tmp_path)
 
 
+#: The text of a file outside the corpus folder: it must reach no file the download writes.
+OUTSIDE_MARKER = "marker-4f1c9e-outside-the-corpus-folder"
+
+
+def files_holding(folder: Path, text: str) -> list[Path]:
+    """The files under ``folder`` that hold ``text`` (links are not files of the folder: not read)."""
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+    return [p for p in files if text.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("link", ["file", "folder", "nested file", "wildcard-free entry"])
+def test_a_link_leading_out_of_data_dir_is_refused(link: str, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "books").mkdir(parents=True)
+    (outside / "secret.txt").write_text(f"{OUTSIDE_MARKER}\n")
+    (outside / "books" / "more.txt").write_text(f"{OUTSIDE_MARKER} in a folder\n")
+    corpus = write_corpus(tmp_path / "project" / "corpus")
+    named = {
+        "file": corpus / "passwd.txt",
+        "folder": corpus / "books",
+        "nested file": corpus / "sub" / "deeper" / "x.txt",
+        "wildcard-free entry": corpus / "secret.txt",
+    }[link]
+    named.parent.mkdir(parents=True, exist_ok=True)
+    named.symlink_to(outside / "books" if link == "folder" else outside / "secret.txt")
+    data_files = "secret.txt" if link == "wildcard-free entry" else "**/*.txt"
+    notes = spec(path="text", data_dir=str(corpus), data_files=data_files)
+    cache = tmp_path / "project" / "cache"
+    with pytest.raises(ConfigError) as refused:
+        download_dataset("notes", notes, cache, key="download.local.notes")
+    message = str(refused.value)
+    kind = "folder" if link == "folder" else "file"
+    assert message.startswith(f"download.local.notes.data_dir: {named} is a link to the {kind} "), message
+    assert "outside the folder; files outside data_dir are never read" in message
+    assert OUTSIDE_MARKER not in message
+    assert files_holding(tmp_path / "project", OUTSIDE_MARKER) == []
+
+
+def test_a_link_that_stays_inside_data_dir_is_read(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus")
+    (corpus / "also_a.txt").symlink_to("a.txt")  # relative, inside
+    (corpus / "nested").symlink_to(corpus / "sub", target_is_directory=True)
+    (corpus / "loop").symlink_to(".", target_is_directory=True)  # a cycle: the walk does not follow it
+    notes = spec(path="text", data_dir=str(corpus), data_files={"train": "*.txt", "validation": "nested"})
+    export = download_dataset("notes", notes, tmp_path / "cache", key="download.local.notes")
+    assert read_manifest(export).source.files["*.txt"] == ("a.txt", "also_a.txt", "b.txt")
+    assert read_texts(export / "train.jsonl").count("Book a, one paragraph.") == 2
+    assert read_texts(export / "validation.jsonl") == ["Nested c."]
+
+
 def test_local_datasets_need_their_folder(tmp_path: Path) -> None:
     data = yaml.safe_load(PARAMS_FILE.read_text())
     data["download"]["local"] = {"notes": {"path": "text", "data_files": "corpus/*.txt"}}

@@ -47,3 +47,29 @@ def test_json_lines_without_the_text_column_or_not_json_are_named(tmp_path: Path
     assert find_unreadable_line([last], "json", text_column="text") is None
     array = write(tmp_path, "d.json", b'[{"text": "a"},\n{"text": "b"}]')  # one JSON array: read whole
     assert find_unreadable_line([array], "json", text_column="text") is None
+
+
+def test_links_out_of_the_folder_are_refused_and_links_inside_kept(tmp_path: Path) -> None:
+    from src.data.source_files import check_links_stay_inside
+    from src.errors import ConfigError
+
+    folder, outside = tmp_path / "corpus", tmp_path / "elsewhere"
+    (folder / "sub").mkdir(parents=True)
+    outside.mkdir()
+    write(folder, "a.txt", b"a\n")
+    write(outside, "o.txt", b"o\n")
+    (folder / "b.txt").symlink_to("a.txt")
+    (folder / "sub" / "up.txt").symlink_to("../a.txt")
+    (folder / "same").symlink_to(folder / "sub", target_is_directory=True)
+    (folder / "dangling.txt").symlink_to("missing.txt")  # inside, if missing: "not found" when named
+    check_links_stay_inside("k", folder)
+    for name, target in (("sub/o.txt", outside / "o.txt"), ("out", outside), ("up", tmp_path)):
+        link = folder / name
+        link.symlink_to(target)
+        refused = rf"^k: {link} is a link to the (file|folder) {target}, outside the folder"
+        with pytest.raises(ConfigError, match=refused):
+            check_links_stay_inside("k", folder)
+        link.unlink()
+    (folder / "dotdot.txt").symlink_to("../elsewhere/o.txt")  # relative, but out
+    with pytest.raises(ConfigError, match=r"dotdot.txt is a link to the file .*elsewhere/o.txt, outside"):
+        check_links_stay_inside("k", folder)
