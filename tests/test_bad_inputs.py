@@ -205,6 +205,39 @@ def blank_validation(project: Project) -> None:
     }
 
 
+def notes_with_validation(project: Project, data_dir: str, validation: str) -> None:
+    """A second dataset, ``download.local.notes``, whose validation split is its own file."""
+    notes = project.root / "notes"
+    notes.mkdir()
+    (notes / "train.txt").write_text(
+        "".join(f"line {i} of the notes, enough to train on\n" for i in range(200))
+    )
+    (notes / "valid.txt").write_text(validation)
+    files = {"train": "train.txt", "validation": "valid.txt"}
+    project.params["download"]["local"] = {
+        "notes": {"path": "text", "data_dir": data_dir, "data_files": files}
+    }
+    project.params["tokenize"]["datasets"] = ["kjv", "notes"]
+
+
+def one_byte_validation_file(project: Project) -> None:
+    """``notes`` downloaded and tokenized with a 1-byte validation file: fewer tokens than a window."""
+    from src.config import load_params
+    from src.data.download import download_all
+    from src.data.tokenize_corpus import tokenize_from_params
+
+    notes_with_validation(project, str(project.root / "notes"), "x")
+    project.save()
+    params = load_params(project.params_file)
+    download_all(params, names=["notes"])
+    tokenize_from_params(params, "notes")
+
+
+def dvc_one_byte_validation_file(project: Project) -> None:
+    """The same for ``dvc repro`` to download and tokenize (the folder relative to the project)."""
+    notes_with_validation(project, "notes", "x")
+
+
 def export_without_train(project: Project) -> None:
     """An export whose manifest names a ``test`` split only (its file intact)."""
     manifest = project.export / "manifest.json"
@@ -451,6 +484,12 @@ def on_another_disk(key: str) -> str:
 NOTES, MARKER = ("notes",), (f"bytes:{OUTSIDE_MARKER}",)
 LINKED_FILE = "/notes/passwd.txt is a link to the file "  # after download.local.notes.data_dir: <root>
 LINKED_FOLDER = "/notes/books is a link to the folder "
+HOLD_OUT_MORE = (
+    "window; lower train.max_length, or hold out more text (download.datasets.kjv.validation_fraction)"
+)
+ADD_TEXT = "download.local.notes.data_files.validation: 'valid.txt' in data_dir '"  # then <root>/notes'
+DVC_ADD_TEXT = "notes.data_files.validation: 'valid.txt' in data_dir 'notes' holds "
+FRACTION = ("validation_fraction",)  # the split is the file's: no fraction of anything is held out
 LOGS_UNDER_A_FILE = ("--log-dir", "{root}/a_file/logs")
 PARAMS_FOLDER, MISSING_PARAMS = ("--params", "{root}/p/params.yaml"), ("--params", "{root}/nope.yaml")
 
@@ -550,7 +589,8 @@ CASES = [
         "ray-gpu-without-gpu", P, edit("ray", use_ray=True, use_gpu=True), "ray.use_gpu: true", needs=NO_GPU
     ),
     Case("ray-more-workers-than-cores", P, ray_workers(512), "ray.num_workers: 512 workers x 1 CPU"),
-    Case("validation-shorter-than-a-window", R, edit("train", max_length=16384), "fewer than one", True),
+    Case("validation-shorter-than-a-window", R, edit("train", max_length=16384), HOLD_OUT_MORE, True),
+    Case("validation-file-shorter-than-a-window", R, one_byte_validation_file, ADD_TEXT, absent=FRACTION),
     Case("train-split-shorter-than-windows", P, edit("train", max_length=70000), "train.max_length: 70000"),
     Case("model-dir-under-a-file", P, under_a_file("model_dir"), "paths.model_dir: cannot write"),
     Case("model-dir-parent-read-only", P, read_only_parent, "paths.model_dir: cannot", needs=PERMISSIONS),
@@ -603,6 +643,7 @@ CASES = [
     Case("dvc-model-dir-on-another-disk", V, outside("model_dir"), on_another_disk("model_dir"), True),
     Case("dvc-gpu-without-gpu", V, edit("train", accelerator="gpu"), "train.accelerator: gpu", True, NO_GPU),
     Case("dvc-validation-shorter-than-a-window", V, edit("train", max_length=100000), "fewer than one", True),
+    Case("dvc-validation-file-shorter-than-a-window", V, dvc_one_byte_validation_file, DVC_ADD_TEXT, True),
 ]
 # fmt: on
 

@@ -104,11 +104,30 @@ def check_windows(params: Params, source: TokenFolder) -> None:
             f"{train.tokens:,}; lower train.max_length or use a larger corpus"
         )
     if validation.tokens < length:
+        key = params.download.key_of(source.name)
+        files = validation_files(params, source.name)
+        if files is not None:  # the source's own files: no fraction of it is held out
+            raise ConfigError(
+                f"{key}.data_files.validation: {files} holds {validation.tokens:,} validation tokens "
+                f"({display_path(token_dir / validation.file)}), fewer than one {length}-token window "
+                "(train.max_length); add text to it, or lower train.max_length"
+            )
         raise ConfigError(
             f"train.max_length: {display_path(token_dir / validation.file)} holds {validation.tokens:,} "
             f"validation tokens, fewer than one {length}-token window; lower train.max_length, or hold out "
-            f"more text ({params.download.key_of(source.name)}.validation_fraction)"
+            f"more text ({key}.validation_fraction)"
         )
+
+
+def validation_files(params: Params, name: str) -> str | None:
+    """The files a dataset's validation split is read from, as a message names them (``'valid.txt'``
+    in data_dir ``'corpus'``), or None when it is held out of the train split."""
+    spec = params.download.all_datasets().get(name)
+    if spec is None or not isinstance(spec.data_files, dict) or VALIDATION not in spec.data_files:
+        return None
+    entries = spec.data_files[VALIDATION]
+    shown = ", ".join(repr(entry) for entry in ([entries] if isinstance(entries, str) else entries))
+    return f"{shown} in data_dir {spec.data_dir!r}" if spec.data_dir is not None else shown
 
 
 def read_token_folder(params: Params, root: Path, name: str) -> TokenFolder:
