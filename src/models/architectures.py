@@ -33,13 +33,18 @@ def gated_mlp_width(width: int) -> int:
     return 64 * math.ceil(8 * width / 3 / 64)
 
 
-def common_settings(config: ModelConfig, vocab_size: int, eos_id: int, max_length: int) -> dict[str, Any]:
-    """``model.*`` in the family's own names (GPT-2 keeps its historical ones)."""
+def common_settings(
+    config: ModelConfig, vocab_size: int, eos_id: int, max_length: int, bos_id: int | None = None
+) -> dict[str, Any]:
+    """``model.*`` in the family's own names (GPT-2 keeps its historical ones).
+
+    ``bos_id``: the tokenizer's BOS; a tokenizer without one begins with EOS, as GPT-2's does.
+    """
     # No pad_token_id: the Llama-style families make it the embedding's padding_idx, whose row starts
     # at zero and never learns from the input side, and with pad = EOS that is the document separator;
     # GPT-2 checks every forward whether the batch holds it (a host-device sync each step). Generation's
-    # padding is the generation config's (build_model).
-    special = {"bos_token_id": eos_id, "eos_token_id": eos_id}
+    # padding is the generation config's (build_model), the saved tokenizer's its own (src.train.outputs).
+    special = {"bos_token_id": eos_id if bos_id is None else bos_id, "eos_token_id": eos_id}
     if config.architecture == "gpt2":
         return {
             "vocab_size": vocab_size,
@@ -66,7 +71,9 @@ def common_settings(config: ModelConfig, vocab_size: int, eos_id: int, max_lengt
     }
 
 
-def new_model_config(config: ModelConfig, vocab_size: int, eos_id: int, max_length: int) -> Any:
+def new_model_config(
+    config: ModelConfig, vocab_size: int, eos_id: int, max_length: int, bos_id: int | None = None
+) -> Any:
     """The ``transformers`` config of a new model, validated by ``transformers`` (errors as one line)."""
     from transformers import AutoConfig
 
@@ -82,7 +89,7 @@ def new_model_config(config: ModelConfig, vocab_size: int, eos_id: int, max_leng
             raise ConfigError(
                 f"model.config.{key}: not a setting of the {family} config; see its documentation"
             )
-    settings = common_settings(config, vocab_size, eos_id, max_length)
+    settings = common_settings(config, vocab_size, eos_id, max_length, bos_id)
     # The vocabulary and the size must reach the model: a family whose config has no such setting
     # (a composite, multimodal config) would silently build its default size instead.
     gpt2_names = "n_embd" in settings

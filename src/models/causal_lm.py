@@ -26,6 +26,8 @@ class Vocabulary:
 
     size: int
     eos_id: int
+    bos_id: int | None = None
+    """The tokenizer's BOS; None when it has none, and a new model then begins with EOS (as GPT-2 does)."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def build_model(
                 f"{vocab.size} tokens; tokenize with its own tokenizer"
             )
         return model
-    hf_config = new_model_config(config, vocab.size, vocab.eos_id, max_length)
+    hf_config = new_model_config(config, vocab.size, vocab.eos_id, max_length, vocab.bos_id)
     model = AutoModelForCausalLM.from_config(
         hf_config, attn_implementation="sdpa", trust_remote_code=config.trust_remote_code
     )

@@ -6,6 +6,7 @@ what a single-process run leaves.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import tempfile
@@ -54,6 +55,7 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
     metrics = outcome.metrics
     model_dir = resolve_path(params.paths.model_dir, root)
     model = outcome.module.model.cpu()
+    tokenizer = inference_tokenizer(tokenizer, model_context(params, model))
     with atomic_directory(model_dir) as staging:
         model.save_pretrained(str(staging))
         tokenizer.save_pretrained(str(staging))
@@ -105,6 +107,35 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
             metrics[f"val_bpb/{name}"],
             metrics.get(f"unigram_bpb/{name}", math.nan),
         )
+
+
+def model_context(params: Params, model: Any) -> int:
+    """The longest input the model takes: ``train.max_length`` for a new model (its position table),
+    a pretrained model's own (``max_position_embeddings``, GPT-2's ``n_positions``) when fine-tuning."""
+    if params.model.pretrained:
+        config = model.config.get_text_config()
+        for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return params.train.max_length
+
+
+def inference_tokenizer(tokenizer: Any, context: int) -> Any:
+    """The tokenizer saved and logged with the model: a copy ready for batched generation.
+
+    It knows the model's context (``model_max_length``; a trained BPE has none: 1e30), pads a batch
+    with its own pad token, else its EOS, and pads on the left, as a decoder-only model generates
+    after the last token of every row. The model config keeps no pad id (see
+    ``src.models.architectures.common_settings``).
+    """
+    saved = copy.deepcopy(tokenizer)
+    saved.model_max_length = context
+    if saved.pad_token is None and saved.eos_token is not None:
+        saved.pad_token = saved.eos_token
+    saved.padding_side = "left"
+    saved.init_kwargs["padding_side"] = "left"  # saved only as an init setting
+    return saved
 
 
 def _speed(metrics: dict[str, float]) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from src.config import ModelConfig, load_params
@@ -14,6 +15,10 @@ from src.errors import ConfigError
 from src.models.architectures import TESTED_FAMILIES, gated_mlp_width, new_model_config
 from src.models.causal_lm import Vocabulary, build_model
 from src.train.fit import fit
+from src.train.outputs import inference_tokenizer, model_context
+
+#: The pretrained tokenizer fixtures and the family each is paired with, as their models are.
+STYLES = {"gpt2": "gpt2", "llama": "llama"}
 
 
 def test_the_families_map_the_common_settings_onto_their_own_names() -> None:
@@ -119,3 +124,109 @@ def test_each_family_trains_saves_reloads_and_generates(make_params, model: dict
     with torch.no_grad():
         out = reloaded.generate(**prompt, max_new_tokens=5, do_sample=False)
     assert out.shape[1] == prompt["input_ids"].shape[1] + 5
+
+
+@pytest.mark.parametrize(
+    ("kind", "family", "bos"),
+    [
+        ("gpt2", "gpt2", "<|endoftext|>"),
+        ("llama", "llama", "<s>"),
+        ("llama", "gpt2", "<s>"),
+        ("no-unk", "llama", None),
+    ],
+)
+def test_a_new_model_begins_with_the_tokenizers_own_bos(
+    pretrained_tokenizers: Path, kind: str, family: str, bos: str | None, tmp_path: Path
+) -> None:
+    """A SentencePiece-style tokenizer begins with ``<s>`` (id 1), not with its EOS ``</s>`` (2); GPT-2's
+    BOS is its EOS; a tokenizer without a BOS begins with EOS. The model config still has no pad id."""
+    tokenizer = AutoTokenizer.from_pretrained(str(pretrained_tokenizers / kind))
+    assert tokenizer.bos_token == bos
+    vocab = Vocabulary(len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id)
+    model = build_model(ModelConfig(architecture=family, n_layer=1, n_head=2, n_embd=16), vocab, 16, tmp_path)
+    expected = tokenizer.eos_token_id if bos is None else tokenizer.convert_tokens_to_ids(bos)
+    assert (model.config.bos_token_id, model.config.eos_token_id) == (expected, tokenizer.eos_token_id)
+    assert (model.generation_config.bos_token_id, model.generation_config.eos_token_id) == (
+        expected,
+        tokenizer.eos_token_id,
+    )
+    assert model.config.pad_token_id is None and model.get_input_embeddings().padding_idx is None
+    if kind == "llama":
+        assert (model.config.bos_token_id, model.config.eos_token_id) == (1, 2)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "no-eos"])
+def test_the_saved_tokenizer_pads_batches_for_generation(
+    pretrained_tokenizers: Path, kind: str, tmp_path: Path
+) -> None:
+    """A copy (the tokens' tokenizer is left as it is) that knows the context and pads on the left, with
+    its own pad token, else EOS; the same input saves the same bytes."""
+    tokenizer = AutoTokenizer.from_pretrained(str(pretrained_tokenizers / kind))
+    if kind == "no-eos":  # as the tokenizer stage settles it (tokenize.eos_token)
+        tokenizer.eos_token = "[SEP]"
+    own_pad, own_length = tokenizer.pad_token, tokenizer.model_max_length
+    for name in ("one", "two"):
+        inference_tokenizer(tokenizer, 32).save_pretrained(str(tmp_path / name))
+    assert (tokenizer.pad_token, tokenizer.model_max_length) == (own_pad, own_length)
+    one, two = (
+        {p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())} for name in ("one", "two")
+    )
+    assert one == two
+    saved = AutoTokenizer.from_pretrained(str(tmp_path / "one"))
+    assert saved.model_max_length == 32 and saved.padding_side == "left"
+    assert saved.pad_token == (own_pad or tokenizer.eos_token)
+    batch = saved(["a", "longer text"], padding=True)
+    assert len(batch["input_ids"][0]) == len(batch["input_ids"][1]) and batch["attention_mask"][0][0] == 0
+
+
+def test_the_saved_tokenizer_knows_the_context_of_the_model(tiny_params, tmp_path: Path) -> None:
+    """``train.max_length`` for a new model; a pretrained model's own when it is fine-tuned."""
+    config = ModelConfig(architecture="gpt2", n_layer=1, n_head=2, n_embd=16)
+    new = build_model(config, Vocabulary(50, 0), tiny_params.train.max_length, tmp_path)
+    assert model_context(tiny_params, new) == tiny_params.train.max_length == 32
+    pretrained = build_model(config, Vocabulary(50, 0), 256, tmp_path)  # GPT-2's n_positions
+    fine_tuned = dataclasses.replace(
+        tiny_params, model=dataclasses.replace(tiny_params.model, pretrained="x")
+    )
+    assert model_context(fine_tuned, pretrained) == 256
+    llama = build_model(ModelConfig(n_layer=1, n_head=2, n_embd=16), Vocabulary(50, 0), 128, tmp_path)
+    assert model_context(fine_tuned, llama) == 128  # max_position_embeddings
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(STYLES))
+def test_the_model_folder_generates_for_a_padded_batch(
+    make_params, pretrained_tokenizers: Path, kind: str, tmp_path: Path
+) -> None:
+    """The model folder as users load it: AutoModelForCausalLM + AutoTokenizer, a batch of prompts of
+    different lengths padded in one call, and generate(); the short prompt continues as it does alone."""
+    from src.data.tokenize_corpus import tokenize_export
+
+    params_file = make_params(tmp_path, data="export", model={"architecture": STYLES[kind]})
+    settings = yaml.safe_load(params_file.read_text())
+    settings["tokenize"]["tokenizer"] = f"{kind}-style"
+    params_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+    params = load_params(params_file)
+    tokenizer = AutoTokenizer.from_pretrained(str(pretrained_tokenizers / kind))
+    token_dir = params.paths.token_dir(params.tokenize.tokenizer, "kjv")
+    tokenize_export(
+        params.paths.raw_dir() / "kjv",
+        token_dir,
+        tokenizer,
+        name=f"{kind}-style",
+        kind="pretrained",
+        threads=2,
+    )
+    fit(params, root=tmp_path)
+
+    model = AutoModelForCausalLM.from_pretrained(params.paths.model_dir)
+    saved = AutoTokenizer.from_pretrained(params.paths.model_dir)
+    assert saved.model_max_length == params.train.max_length
+    assert (saved.pad_token, saved.pad_token_id) == (tokenizer.eos_token, tokenizer.eos_token_id)
+    assert model.config.pad_token_id is None  # pad = EOS would make EOS the embedding's padding_idx
+    batch = saved(["a", "longer text"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=5, do_sample=False)
+        alone = model.generate(**saved(["a"], return_tensors="pt"), max_new_tokens=5, do_sample=False)
+    assert out.shape == (2, batch["input_ids"].shape[1] + 5)
+    assert out[0, -5:].tolist() == alone[0, -5:].tolist()
