@@ -257,14 +257,17 @@ class SignalCase:
     DVC process alone (``kill <pid>``)."""
     point: str
     """``LMPIPE_PAUSE_AT``: the signal lands while the training pauses here."""
+    shell: str
+    """``$SHELL``, which DVC runs the stage's cmd with: bash replaces itself with the command, dash
+    (``/bin/sh`` on Debian) stays between DVC and the stage."""
 
 
 SIGNAL_CASES = [
-    SignalCase(number, target, point)
+    SignalCase(number, target, point, shell)
     for number in (signal.SIGTERM, signal.SIGINT)
     for target in ("group", "dvc")
     # before the first checkpoint (step 10), and after it
-    for point in ("train.after-step-7", "train.after-step-13")
+    for point, shell in (("train.after-step-7", "/bin/sh"), ("train.after-step-13", "/bin/bash"))
 ]
 
 
@@ -282,25 +285,19 @@ def test_a_repro_stopped_by_a_signal_leaves_no_training_and_the_next_one_ends_as
 ) -> None:
     project = Path(shutil.copytree(starts["tokenized"], tmp_path / "project", symlinks=True))
     log = tmp_path / "repro.log"
-    with log.open("w") as output:
-        repro = subprocess.Popen(
-            [sys.executable, "-m", "dvc", "repro"],
-            cwd=project,
-            env=tool_env({"LMPIPE_PAUSE_AT": case.point}),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, as a job of a shell or a scheduler
-        )
-    wait_for_pause(repro, log, case.point)
+    repro, release = started_repro(project, tool_env, log, "repro", pause=case.point, shell=case.shell)
     if case.target == "group":
         os.killpg(repro.pid, case.signal)
     else:
         os.kill(repro.pid, case.signal)
+    ignored = case.signal == signal.SIGINT and case.target == "dvc"  # DVC ignores it while a stage runs
+    if not ignored:  # the training goes on once it has taken the signal (or seen its dvc end)
+        wait_for_text(repro, log, "stopping after the next step's checkpoint", ended_ok=True)
+    release.touch()
     repro.wait(timeout=300)
     assert without_training(project) == [], "a training outlived its dvc repro"
     said = log.read_text()
     assert "Traceback" not in said, said[-3000:]
-    ignored = case.signal == signal.SIGINT and case.target == "dvc"  # DVC ignores it while a stage runs
     if not ignored:
         assert repro.returncode != 0, said[-3000:]
         assert f"training stopped by {case.signal.name} at step " in said or (
@@ -334,27 +331,34 @@ def test_a_repro_stopped_by_a_signal_leaves_no_training_and_the_next_one_ends_as
 # --------------------------------------------------------------------------- two at once
 
 
-def started_repro(project: Path, tool_env, log: Path, *args: str, pause: str) -> subprocess.Popen:
-    """``dvc <args>`` in the background, its training pausing at ``pause``, once it pauses there."""
+def started_repro(
+    project: Path, tool_env, log: Path, *args: str, pause: str, shell: str = "/bin/sh"
+) -> tuple[subprocess.Popen, Path]:
+    """``dvc <args>`` in the background (its stages run by ``shell``), once its stage pauses at
+    ``pause``, and the file whose creation lets it go on (however slow the machine, the test acts
+    while it is there)."""
+    release = log.with_suffix(".release")
     with log.open("w") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "dvc", *args],
             cwd=project,
-            env=tool_env({"LMPIPE_PAUSE_AT": pause}),
+            env=tool_env({"LMPIPE_PAUSE_AT": pause, "LMPIPE_PAUSE_UNTIL": str(release), "SHELL": shell}),
             stdout=output,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True,  # its own process group, as a job of a shell or a scheduler
         )
-    wait_for_pause(process, log, pause)
-    return process
+    wait_for_text(process, log, f"pause point {pause}")
+    return process, release
 
 
-def wait_for_pause(process: subprocess.Popen, log: Path, point: str) -> None:
-    deadline = time.monotonic() + 600
-    while f"pause point {point}" not in log.read_text() and process.poll() is None:
+def wait_for_text(process: subprocess.Popen, log: Path, text: str, ended_ok: bool = False) -> None:
+    """Until ``text`` is in ``log``; the process may end first only where ``ended_ok`` (a stage whose
+    dvc ended still writes to the log)."""
+    deadline = time.monotonic() + (120 if ended_ok else 600)
+    while text not in log.read_text() and (ended_ok or process.poll() is None):
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.05)
-    assert f"pause point {point}" in log.read_text(), log.read_text()[-3000:]
+    assert text in log.read_text(), log.read_text()[-3000:]
 
 
 def test_a_stage_other_than_train_ends_with_the_dvc_that_started_it(
@@ -364,9 +368,10 @@ def test_a_stage_other_than_train_ends_with_the_dvc_that_started_it(
     the next ``dvc repro`` (their staging copies of one output would collide)."""
     project = Path(shutil.copytree(starts["downloaded"], tmp_path / "project", symlinks=True))
     log = tmp_path / "repro.log"
-    repro = started_repro(project, tool_env, log, "repro", pause="tokenize.chunk-written")
+    repro, release = started_repro(project, tool_env, log, "repro", pause="tokenize.chunk-written")
     os.kill(repro.pid, signal.SIGTERM)
     repro.wait(timeout=120)
+    release.touch()  # an orphan would go on now, to write its output
     assert without_training(project, timeout=60, stage="tokenize") == [], "tokenize outlived its dvc"
     # It ended then and there: an orphan would have gone on to write its output, unrecorded.
     assert not (project / "data" / "main_cache" / "tokenized" / "bpe" / "kjv").exists()
@@ -380,8 +385,11 @@ def test_two_repros_of_one_configuration_at_once_train_it_once(
     starts: dict[str, Path], reference: SimpleNamespace, dvc, tool_env, mlflow_runs, tmp_path: Path
 ) -> None:
     project = Path(shutil.copytree(starts["tokenized"], tmp_path / "project", symlinks=True))
-    first = started_repro(project, tool_env, tmp_path / "first.log", "repro", pause="train.after-step-12")
+    first, release = started_repro(
+        project, tool_env, tmp_path / "first.log", "repro", pause="train.after-step-12"
+    )
     second = dvc(project, "repro", check=False)
+    release.touch()
     assert second.returncode != 0 and "lock" in second.stdout + second.stderr, second.stdout + second.stderr
     assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
     assert outputs(project) == {**reference.outputs, "metrics": outputs(project)["metrics"]}
@@ -406,8 +414,9 @@ def test_two_experiments_at_once_in_one_workspace_record_no_params_that_did_not_
     before = train_record()
     log = tmp_path / "first.log"
     pause = "train.after-step-12"
-    first = started_repro(project, tool_env, log, "exp", "run", "-S", "train.lr=0.001", pause=pause)
+    first, release = started_repro(project, tool_env, log, "exp", "run", "-S", "train.lr=0.001", pause=pause)
     second = dvc(project, "exp", "run", "-S", "train.lr=0.002", check=False)
+    release.touch()
     assert second.returncode != 0, second.stdout + second.stderr
     first.wait(timeout=600)
     said = log.read_text()

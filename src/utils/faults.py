@@ -8,8 +8,9 @@ place but metrics.json is not", so the code that writes outputs names those mome
 the point; then the process sends itself SIGKILL there, as the kernel's out-of-memory killer
 or ``kill -9`` would: no ``finally`` block, ``atexit`` handler or buffered write runs.
 ``LMPIPE_HANG_AT`` makes it hang there instead, until killed; ``LMPIPE_PAUSE_AT`` pauses it there for
-:data:`PAUSE_SECONDS` (signals are handled meanwhile), so a test can send a signal while the process
-is at a known point, as a scheduler would at any moment.
+:data:`PAUSE_SECONDS`, or until the file ``LMPIPE_PAUSE_UNTIL`` names exists (signals are handled
+meanwhile), so a test can act while the process is at a known point, as a scheduler or a colleague
+would at any moment, however slow the machine.
 ``tests/test_faults.py`` kills a ``dvc repro`` at each point and checks the next one.
 """
 
@@ -30,6 +31,9 @@ HANG_AT = "LMPIPE_HANG_AT"
 #: The same, but the process pauses there for PAUSE_SECONDS and goes on.
 PAUSE_AT = "LMPIPE_PAUSE_AT"
 PAUSE_SECONDS = 3.0
+#: A file whose creation ends the pause instead (a test's "go on"); at most RELEASE_SECONDS.
+PAUSE_UNTIL = "LMPIPE_PAUSE_UNTIL"
+RELEASE_SECONDS = 600.0
 
 _hits: Counter[tuple[str, str]] = Counter()
 
@@ -45,8 +49,19 @@ def kill_point(name: str) -> None:
         while True:
             time.sleep(60)
     if wanted := _hit(PAUSE_AT, name):
+        _pause(wanted)
+
+
+def _pause(wanted: str) -> None:
+    release = os.environ.get(PAUSE_UNTIL)
+    if not release:
         print(f"pause point {wanted}: pausing {PAUSE_SECONDS:g} s", file=sys.stderr, flush=True)
         time.sleep(PAUSE_SECONDS)
+        return
+    print(f"pause point {wanted}: pausing until {release} exists", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + RELEASE_SECONDS
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _hit(variable: str, name: str) -> str:

@@ -25,10 +25,11 @@ LOCK_FILE = ".lock"
 def exclusive_lock(path: Path, what: str) -> Iterator[None]:
     """Hold ``path`` for the block; if another process holds it, refuse in one line that names it.
 
-    ``what`` says what the lock guards, for that line ("a training of this configuration"). A
-    folder the lock had to create, and that holds nothing else at the end, is removed again.
+    ``what`` says what the lock guards, for that line ("a training of this configuration"). The
+    folders the lock had to create that hold nothing else at the end are removed again (a refused
+    start leaves no empty ``checkpoints/``).
     """
-    made = not path.parent.exists()
+    made = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = _lock(path, what)
     try:
@@ -38,10 +39,19 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
     finally:
         if made and [entry.name for entry in path.parent.iterdir()] == [path.name]:
             path.unlink()  # still held: a peer that opened it before finds it gone (see _lock)
-            path.parent.rmdir()
+            _remove_empty(made)
         else:
             os.ftruncate(fd, 0)  # it names a holder only while there is one
         os.close(fd)  # releases the lock
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first) while they are empty; one in use by someone else stays."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _lock(path: Path, what: str) -> int:

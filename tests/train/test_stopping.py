@@ -47,8 +47,11 @@ def test_a_second_signal_ends_the_process_at_once() -> None:
     assert result.returncode == -signal.SIGINT and "not reached" not in result.stdout
 
 
-def test_the_end_of_the_parent_process_asks_for_a_stop(tmp_path: Path) -> None:
-    """``kill -TERM <dvc pid>`` leaves the stage DVC started running with parent 1: it must notice."""
+@pytest.mark.parametrize("through_a_shell", [False, True], ids=["direct", "through-sh-c"])
+def test_the_end_of_the_parent_process_asks_for_a_stop(through_a_shell: bool, tmp_path: Path) -> None:
+    """``kill -TERM <dvc pid>`` leaves the stage DVC started running on its own: it must notice. DVC
+    starts it through ``$SHELL -c``, and a shell that stays its parent (dash, or any shell given
+    more than one command) outlives DVC: then the shell's parent is the one watched."""
     report = tmp_path / "report"
     child = (
         "import time, sys\n"
@@ -61,9 +64,10 @@ def test_the_end_of_the_parent_process_asks_for_a_stop(tmp_path: Path) -> None:
         "        time.sleep(0.05)\n"
         f"    open({str(report)!r}, 'w').write(str(stop.requested))\n"
     )
-    parent = (
-        f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {child!r}])\ntime.sleep(1)\n"
-    )
+    command = f"[sys.executable, '-c', {child!r}]"
+    if through_a_shell:  # "; true" keeps the shell from replacing itself with the command
+        command = f"['/bin/sh', '-c', shlex.join([sys.executable, '-c', {child!r}]) + '; true']"
+    parent = f"import shlex, subprocess, sys, time\nsubprocess.Popen({command})\ntime.sleep(1)\n"
     subprocess.run([sys.executable, "-c", parent], timeout=60, check=True)
     deadline = time.monotonic() + 30
     while not report.exists() and time.monotonic() < deadline:
@@ -84,6 +88,10 @@ def test_a_lock_is_refused_while_held_and_free_once_its_holder_is_gone(tmp_path:
             f"{lock}: a training of this configuration is already running (pid {os.getpid()} on "
         )
     assert not lock.parent.exists()  # made for the lock alone: removed with it
+    nested = tmp_path / "checkpoints" / "run-y" / ".lock"
+    with exclusive_lock(nested, "a training of this configuration"):
+        pass
+    assert not (tmp_path / "checkpoints").exists()  # every folder it had to make
     lock.parent.mkdir()
     take = (
         f"import fcntl, os, time; fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT); "
@@ -106,10 +114,15 @@ def wait_for(process: subprocess.Popen, text: str, log: Path, timeout: float = 3
     assert text in log.read_text(), log.read_text()[-3000:]
 
 
-def started(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=log.open("w"), env={**os.environ, **env}, cwd=log.parent
+def started(command: list[str], log: Path, pause: str) -> tuple[subprocess.Popen, Path]:
+    """``command`` in the background, once it pauses at ``pause``, and the file that lets it go on."""
+    release = log.with_suffix(".release")
+    env = {**os.environ, "LMPIPE_PAUSE_AT": pause, "LMPIPE_PAUSE_UNTIL": str(release)}
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=log.open("w"), env=env, cwd=log.parent
     )
+    wait_for(process, f"pause point {pause}", log)
+    return process, release
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +148,10 @@ def test_a_stopped_run_checkpoints_at_the_next_step_and_resumes_exactly(
 ) -> None:
     params = make_params(tmp_path / "run", **SETTINGS)
     log = tmp_path / "stderr.log"
-    process = started(train_command(params), log, {"LMPIPE_PAUSE_AT": point})
-    wait_for(process, f"pause point {point}", log)
+    process, release = started(train_command(params), log, point)
     process.send_signal(stop)
+    wait_for(process, "stopping after the next step's checkpoint", log)
+    release.touch()
     assert process.wait(timeout=120) == 128 + stop
     said = log.read_text().strip().splitlines()
     assert said[-1].startswith(f"stopped: training stopped by {signal.Signals(stop).name} at step {step}; ")
@@ -171,8 +185,7 @@ def test_a_second_training_of_one_configuration_is_refused_and_changed_params_wr
 ) -> None:
     params = make_params(tmp_path / "run", **SETTINGS)
     first_log = tmp_path / "first.log"
-    first = started(train_command(params), first_log, {"LMPIPE_PAUSE_AT": "train.after-step-12"})
-    wait_for(first, "pause point train.after-step-12", first_log)
+    first, release = started(train_command(params), first_log, "train.after-step-12")
     second = subprocess.run(train_command(params), capture_output=True, text=True, timeout=600)
     assert second.returncode == 2, second.stderr[-3000:]
     lines = [line for line in second.stderr.splitlines() if line.startswith("error:")]
@@ -183,6 +196,7 @@ def test_a_second_training_of_one_configuration_is_refused_and_changed_params_wr
     data = yaml.safe_load(params.read_text())
     data["train"]["lr"] = 0.002
     params.write_text(yaml.safe_dump(data, sort_keys=False))
+    release.touch()
     assert first.wait(timeout=600) == 2
     error = [line for line in first_log.read_text().splitlines() if line.startswith("error:")]
     assert len(error) == 1 and error[0].startswith(

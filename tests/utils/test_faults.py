@@ -58,3 +58,25 @@ def test_the_named_hang_point_stops_its_process_there_until_it_is_killed(tmp_pat
         process.wait(timeout=10)
         process.stderr.close()
     assert out.read_text().split() == ["1", "2"]
+
+
+def test_a_pause_until_a_file_goes_on_once_the_file_is_there(tmp_path) -> None:
+    """``LMPIPE_PAUSE_AT`` with ``LMPIPE_PAUSE_UNTIL``: the test, not a timer, says when it goes on."""
+    from src.paths import PROJECT_ROOT
+
+    release = tmp_path / "go-on"
+    env = {**os.environ, "LMPIPE_PAUSE_AT": "loop:2", "LMPIPE_PAUSE_UNTIL": str(release)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", LOOP],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stderr.readline().strip() == f"pause point loop:2: pausing until {release} exists"
+    time.sleep(4)  # longer than the timed pause
+    assert process.poll() is None
+    release.touch()
+    stdout, _ = process.communicate(timeout=30)
+    assert process.returncode == 0 and stdout.split() == ["1", "2", "3", "4", "5"]

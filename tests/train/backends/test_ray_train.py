@@ -27,6 +27,7 @@ from src.train.backends.ray_train import (
     run_name,
     storage_location,
 )
+from src.train.checkpoints import DamagedCheckpointError, verified_bytes
 from src.train.fit import fit
 
 #: The 2-worker loss of a global batch equals the one-process loss up to float rounding
@@ -52,10 +53,20 @@ def ray_processes(project: Path) -> list[str]:
 
 
 @pytest.mark.slow
+def verifies(checkpoint: Path) -> bool:
+    """Whether Ray has copied the whole checkpoint into storage: its bytes match its digest."""
+    try:
+        verified_bytes(checkpoint)
+    except (DamagedCheckpointError, OSError):
+        return False
+    return True
+
+
 def test_two_workers_interrupted_and_resumed_match_one_process_and_leave_nothing_running(
     metric_history, make_params, train_command, curve, mlflow_runs, tmp_path: Path
 ) -> None:
-    """One 2-worker run (Ctrl-C after its first Ray checkpoint, then run again) against one process
+    """One 2-worker run (a scheduler's SIGTERM after its first Ray checkpoint, then run again; Ctrl-C
+    takes the same path) against one process
     with the same global batch: the same curves, outputs and MLflow run, and no Ray process left.
     (One Ray run covers both the plain and the resumed path: each Ray start costs ~30 s here.)"""
     tokens = sorted(Path.home().glob(".ray/auth_token*"))  # a user's own, if any
@@ -67,18 +78,19 @@ def test_two_workers_interrupted_and_resumed_match_one_process_and_leave_nothing
     )
     storage = tmp_path / "ray" / "checkpoints" / "ray"
     deadline = time.monotonic() + 400
-    while not list(storage.glob("train-*/checkpoint_*/state.ckpt")) and process.poll() is None:
-        assert time.monotonic() < deadline, "no Ray checkpoint appeared"
+    while not any(map(verifies, storage.glob("train-*/checkpoint_*/state.ckpt"))) and process.poll() is None:
+        assert time.monotonic() < deadline, "no Ray checkpoint appeared"  # whole, with its digest
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)  # Ctrl-C
+    process.send_signal(signal.SIGTERM)  # as a scheduler ends a job (Ctrl-C takes the same path)
     process.wait(timeout=120)
     assert process.returncode != 0, "the run finished before it could be interrupted"
     assert not (tmp_path / "ray" / "metrics.json").exists()
-    assert ray_processes(PROJECT_ROOT) == []  # Ctrl-C stops the local cluster too
+    assert ray_processes(PROJECT_ROOT) == []  # the local cluster stops with the driver
 
     again = subprocess.run(train_command(on_ray), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resume: from the Ray checkpoint at step" in again.stderr
+    resumed = [line for line in again.stderr.splitlines() if "resume" in line or "checkpoint" in line]
+    assert any("resume: from the Ray checkpoint at step" in line for line in resumed), resumed
     # Each worker runs the one CPU thread Ray granted it, not one per core of the machine.
     ranks = [line for line in again.stderr.splitlines() if " on node " in line]
     assert ranks and all("(1 CPU threads)" in line for line in ranks), ranks
