@@ -22,6 +22,7 @@ from src.utils.environment import configure_environment
 from src.utils.files import check_writable
 from src.utils.logging_setup import setup_logging
 from src.utils.parent_watch import watch_parent
+from src.utils.redact import CredentialFilter, redact_uri
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -49,7 +50,7 @@ def start_process(
         check_writable("logs", folder, kind="folder", into=True, fix="make the checkout writable")
     else:
         check_writable(log_key, folder, kind="folder", into=True)
-    log_file = setup_logging(log_dir, prefix=prefix, numbered=numbered)
+    log_file = setup_logging(log_dir, prefix=prefix, numbered=numbered, filters=(CredentialFilter(),))
     log.info("logging to %s", display_path(log_file))
     return log_file
 
@@ -60,7 +61,7 @@ def run_cli(main: Callable[[], object]) -> None:
     try:
         main()
     except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact_uri(str(error))}", file=sys.stderr)  # no credential of a URI it names
         sys.exit(EXIT_USER_ERROR)
     except TrainingStopped as stopped:
         print(f"stopped: {stopped}", file=sys.stderr)

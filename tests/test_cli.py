@@ -29,6 +29,14 @@ def test_a_user_error_is_one_line_and_exit_code_2(capsys: pytest.CaptureFixture[
         assert capsys.readouterr().err == f"error: {error}\n"
 
 
+def test_a_user_error_never_prints_a_credential_of_a_uri_it_names(capsys: pytest.CaptureFixture[str]) -> None:
+    error = PipelineError("corpus.data_files: cannot fetch https://u:pa55@host/x.txt?token=t0k&n=1 (404)")
+    with pytest.raises(SystemExit):
+        run_cli(fail_with(error))
+    said = capsys.readouterr().err
+    assert said == "error: corpus.data_files: cannot fetch https://***@host/x.txt?token=***&n=1 (404)\n"
+
+
 def test_success_exits_normally_and_ctrl_c_is_130(capsys: pytest.CaptureFixture[str]) -> None:
     calls = []
     run_cli(lambda: calls.append("ran"))

@@ -98,7 +98,8 @@ def test_the_tokenizer_depends_on_every_setting_that_changes_its_bytes() -> None
 
     listed = set(stage_definitions()["tokenizer"]["params"])
     no_effect = {"datasets", "num_proc"}  # the dataset list; threads (the bytes do not depend on them)
-    assert listed == {f"tokenize.{f.name}" for f in fields(TokenizeConfig) if f.name not in no_effect}
+    settings = {f"tokenize.{f.name}" for f in fields(TokenizeConfig) if f.name not in no_effect}
+    assert listed == settings | {"model.trust_remote_code"}  # whether a tokenizer's own code may run
 
 
 def test_the_train_stage_checks_the_params_dvc_records_for_it() -> None:

@@ -4,7 +4,10 @@
 from src.data.data_manager import LightningDataModule
 from transformers import AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("data/main_cache/tokenized/bpe/kjv/tokenizer")  # or "gpt2" online
+# trust_remote_code=False: a tokenizer folder with code of its own is refused, never run or asked about
+tokenizer = AutoTokenizer.from_pretrained(
+    "data/main_cache/tokenized/bpe/kjv/tokenizer", trust_remote_code=False
+)
 dm = LightningDataModule(tokenizer=tokenizer, dataset_configs={"kjv": {}}, batch_size=8, max_length=128)
 dm.prepare_data()   # downloads if needed, tokenizes once into data/main_cache/tokenized/<tokenizer>/kjv/
 dm.setup("fit")     # memory-maps the token files

@@ -63,7 +63,7 @@ class RunInputs:
     @property
     def vocabulary(self) -> Vocabulary:
         tokenizer = self.sources[0].manifest.tokenizer  # the same in every folder (checked)
-        return Vocabulary(tokenizer.vocab_size, tokenizer.eos_id)
+        return Vocabulary(tokenizer.vocab_size, tokenizer.eos_id, self.tokenizer.bos_token_id)
 
     @property
     def token_dirs(self) -> dict[str, Path]:
@@ -149,7 +149,9 @@ def prepare_run_inputs(params: Params, root: Path) -> RunInputs:
     settings = flatten(as_plain_dict(params))
     inputs = {f"tokens of {source.name}": source.manifest_sha256 for source in sources}
     inputs["code"] = training_code_fingerprint()
-    tokenizer = load_tokenizer_folder(sources[0].path / TOKENIZER_DIR, "tokenize")
+    tokenizer = load_tokenizer_folder(
+        sources[0].path / TOKENIZER_DIR, "tokenize", trust_remote_code=params.model.trust_remote_code
+    )
     fingerprint = tokenizer_fingerprint(tokenizer)
     for source in sources:  # all made by the one tokenizer: the same ids mean the same text
         check_tokenizer(source.path, source.manifest, fingerprint)

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from src.paths import resolve_path, workspace_root
@@ -24,12 +25,14 @@ def setup_logging(
     prefix: str = "app",
     numbered: bool = False,
     level: int = logging.INFO,
+    filters: Sequence[logging.Filter] = (),
 ) -> Path:
     """Send log records to a new file in ``log_dir`` (default ``logs/`` in the user's checkout) and to stderr.
 
     File names are ``<prefix>_<time>.log`` by default, or ``<prefix>_<n>.log``
     with ``numbered=True`` where ``n`` counts up from the highest existing file,
-    so a run never overwrites an earlier run's log. Returns the new file's path.
+    so a run never overwrites an earlier run's log. ``filters`` go on both handlers (the entry points
+    mask URI credentials). Returns the new file's path.
     """
     directory = resolve_path(log_dir) if log_dir is not None else workspace_root() / "logs"
     directory.mkdir(parents=True, exist_ok=True)
@@ -45,6 +48,8 @@ def setup_logging(
     for handler in (file_handler, console):
         handler.setFormatter(logging.Formatter(_FORMAT))
         handler.addFilter(_NoAdverts())
+        for extra in filters:
+            handler.addFilter(extra)
         handler._pipeline_handler = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     return path

@@ -7,6 +7,7 @@ token given as the user name, ``http://tok3n@host``) and its query (``?token=...
 
 from __future__ import annotations
 
+import logging
 import re
 
 #: The userinfo of a URI: everything between ``scheme://`` and the last ``@`` of the authority
@@ -31,3 +32,15 @@ def redact_uri(text: str) -> str:
     whose name looks like a credential (``?token=abc&x=1`` -> ``?token=***&x=1``)."""
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
     return _CREDENTIAL_PARAMETER.sub(lambda m: f"{m['name']}{MASK}", text)
+
+
+class CredentialFilter(logging.Filter):
+    """Masks URI credentials in every log record (a data URL with a token, a server with a password),
+    whichever module logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact_uri(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True

@@ -48,7 +48,7 @@ def test_a_password_in_the_tracking_uri_is_not_stored_as_a_param(tmp_path: Path)
     tracker = RunTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "lmpipe")
     tracker.start(None, {}, {"mlflow.tracking_uri": "http://bob:hunter2@127.0.0.1:5000", "train.lr": "0.003"})
     params = tracker.client.get_run(tracker.run_id).data.params
-    assert params == {"mlflow.tracking_uri": "http://bob:***@127.0.0.1:5000", "train.lr": "0.003"}
+    assert params == {"mlflow.tracking_uri": "http://***@127.0.0.1:5000", "train.lr": "0.003"}
 
 
 def test_a_run_killed_as_it_is_created_is_still_found_as_an_orphan(python_runner, tmp_path: Path) -> None:
@@ -218,7 +218,7 @@ def test_a_store_that_fails_after_training_is_one_line_saying_the_outputs_are_ke
     ):
         raise MlflowException(refused)
     assert str(caught.value) == (
-        "mlflow.tracking_uri: cannot reach the MLflow server http://bob:***@mlflow.example:5000 ([Errno 111] "
+        "mlflow.tracking_uri: cannot reach the MLflow server http://***@mlflow.example:5000 ([Errno 111] "
         "Connection refused); the model, metrics.json and checkpoints are written; start it, then run the "
         "same command (or dvc repro) again: it resumes from the last checkpoint and completes the MLflow run"
     )

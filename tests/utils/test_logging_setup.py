@@ -10,6 +10,7 @@ import pytest
 from src.paths import PROJECT_ROOT, workspace_root
 from src.utils import setup_logging
 from src.utils.logging_setup import next_log_number
+from src.utils.redact import CredentialFilter
 
 
 def test_numbered_logs_count_up_and_never_overwrite(tmp_path: Path) -> None:
@@ -57,3 +58,11 @@ def test_only_the_pipeline_handlers_are_replaced(tmp_path: Path) -> None:
         assert len(ours) == 2 and foreign in root.handlers  # one file and one console handler
     finally:
         root.removeHandler(foreign)
+
+
+def test_no_record_shows_a_credential_of_a_uri(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Whichever module logs a URL (a cached download, a server), the file and the console mask it."""
+    path = setup_logging(tmp_path, prefix="a", filters=(CredentialFilter(),))  # as every entry point
+    logging.getLogger("test").warning("cached download of %s is corrupted", "https://x.org/a?sig=s3cr3t")
+    for text in (path.read_text(), capsys.readouterr().err):
+        assert "https://x.org/a?sig=***" in text and "s3cr3t" not in text
