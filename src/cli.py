@@ -1,4 +1,4 @@
-"""The common shell of every entry point: the DVC stages and the seed's command-line scripts.
+"""The common shell of every entry point: the DVC stages and the workflow guide's command-line scripts.
 
 Each entry point reads ``params.yaml``, calls :func:`start_process` before any
 heavy library is imported (they read their environment variables then), calls

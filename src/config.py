@@ -110,7 +110,7 @@ class DownloadConfig:
     """The download stage: which datasets to fetch and export."""
 
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
-    """Datasets to download (the seed's ``DATASETS_TO_DOWNLOAD``), keyed by their export folder name:
+    """Datasets to download (the guide's ``DATASETS_TO_DOWNLOAD``), keyed by their export folder name:
     Hub datasets (their ``revision`` pins them), URLs and ``package://`` files."""
     local: dict[str, DatasetSpec] = field(default_factory=dict)
     """Datasets read from a folder of files (``data_dir``), keyed like ``datasets``. The folder is a DVC

@@ -1,4 +1,4 @@
-"""The seed's ``LightningDataModule``: raw splits to tokenized windows, once, on rank 0.
+"""The workflow guide's ``LightningDataModule``: raw splits to tokenized windows, once, on rank 0.
 
 ```python
 from src.data.data_manager import LightningDataModule

@@ -1,4 +1,4 @@
-"""Fetch, cache and export the datasets of ``download.datasets`` (the seed's ``DATASETS_TO_DOWNLOAD``).
+"""Fetch, cache and export the datasets of ``download.datasets`` (the guide's ``DATASETS_TO_DOWNLOAD``).
 
 Caching follows ``datasets.load_dataset`` exactly: the Hugging Face cache lives
 under ``<cache_dir>/raw`` (prepared Arrow files in

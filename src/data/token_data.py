@@ -2,7 +2,7 @@
 
 This module only reads: it memory-maps the token files the tokenize stages
 wrote, after checking that they belong to the given tokenizer and are complete.
-The train stage uses it as it is; the seed's
+The train stage uses it as it is; the workflow guide's
 :class:`~src.data.data_manager.LightningDataModule` adds ``prepare_data`` (download
 and tokenize when needed) on top.
 """

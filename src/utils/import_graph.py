@@ -16,7 +16,7 @@ from pathlib import Path
 from src.paths import PROJECT_ROOT
 
 #: Top-level packages of the project; imports of anything else are libraries.
-PROJECT_PACKAGES = ("src", "stages")
+PROJECT_PACKAGES = ("src", "stages", "scripts")
 
 #: Modules that cannot change any output, left out of stage deps (and of the checkpoint's code hash):
 NO_OUTPUT_EFFECT = frozenset(

@@ -1,4 +1,4 @@
-"""The seed's data module: download and tokenize once in prepare_data, then read like the train stage."""
+"""The guide's data module: download and tokenize once in prepare_data, then read like the train stage."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_unknown_dataset_needs_a_path(tiny_params_file: Path) -> None:
 
 
 def test_several_datasets_are_mixed_and_validated_apart(make_params, tmp_path: Path) -> None:
-    """The seed's data module with two datasets: each tokenized into its own folder, training batches
+    """The guide's data module with two datasets: each tokenized into its own folder, training batches
     drawn from both by weight, validation batches from one source each."""
     params_file = make_params(tmp_path, data="copy")
     params = load_params(params_file)

@@ -1,4 +1,4 @@
-"""The seed's sanity-check notebook runs top to bottom."""
+"""The workflow guide's sanity-check notebook runs top to bottom."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed's download script: its command line, log files and one-line errors (the logic: tests/data/)."""
+"""The guide's download script: its command line, log files and one-line errors (the logic: tests/data/)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripts.download_datasets import build_parser, main
 from src.config import PARAMS_FILE
 from src.errors import ConfigError
-from src.utils.download_datasets import build_parser, main
 
 SCRIPT = "src/utils/download_datasets.py"
 
@@ -51,7 +51,7 @@ def test_seed_command_and_log_numbering(tmp_path: Path, python_runner) -> None:
 
 
 def test_the_datasets_to_download_are_download_datasets_of_params(two_local_datasets, tmp_path: Path) -> None:
-    """The seed's DATASETS_TO_DOWNLOAD is ``download.datasets``: all by default, or the ``--dataset`` ones."""
+    """The guide's DATASETS_TO_DOWNLOAD is ``download.datasets``: all, or the ``--dataset`` ones."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(two_local_datasets(tmp_path)))
     common = ["--params", str(tmp_path / "params.yaml"), "--log-dir", str(tmp_path / "logs")]
     assert sorted(main([*common, "--cache-dir", str(tmp_path / "all")])) == ["first", "second"]

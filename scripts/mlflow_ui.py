@@ -38,7 +38,7 @@ def find_experiment(uri: str, name: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m src.train.mlflow_ui", description=__doc__.splitlines()[0]
+        prog="python -m scripts.mlflow_ui", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument(
