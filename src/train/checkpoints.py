@@ -10,6 +10,7 @@ shared storage, or whose write was cut short, is skipped for the newest one that
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import io
@@ -119,11 +120,35 @@ def shaping_settings(settings: dict[str, str]) -> dict[str, str]:
 
 
 def code_fingerprint(files: Iterable[str], root: Path) -> str:
-    """Hash of the given files (relative to ``root``): a checkpoint of other code is not resumed."""
+    """Hash of the given files (relative to ``root``): a checkpoint of other code is not resumed.
+
+    A Python file counts by what it does: its syntax tree without docstrings, so an edit of a
+    comment, a docstring or the formatting keeps an interrupted run resumable.
+    """
     digest = hashlib.sha256()
     for name in sorted(files):
-        digest.update(name.encode() + b"\0" + (root / name).read_bytes())
+        path = root / name
+        content = _code_without_docs(path) if path.suffix == ".py" else path.read_bytes()
+        digest.update(name.encode() + b"\0" + content)
     return digest.hexdigest()
+
+
+def _code_without_docs(path: Path) -> bytes:
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            # a bare string does nothing: docstrings, and those after a dataclass field
+            node.body = [statement for statement in node.body if not _is_bare_string(statement)]
+            node.body = node.body or [ast.Pass()]
+    return ast.dump(tree).encode()  # no line numbers: formatting does not count
+
+
+def _is_bare_string(statement: ast.stmt) -> bool:
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and isinstance(statement.value.value, str)
+    )
 
 
 def run_fingerprint(settings: dict[str, str], inputs: dict[str, str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,34 @@ def test_code_fingerprint_hashes_the_given_files(tmp_path: Path) -> None:
     (tmp_path / "pkg" / "b.py").write_text("y = 3\n")
     assert code_fingerprint(["a.py", "pkg/b.py"], tmp_path) != fingerprint
     assert code_fingerprint(["a.py"], tmp_path) != code_fingerprint(["a.py", "c.py"], tmp_path)
+
+
+def test_an_edit_that_cannot_change_numbers_keeps_a_checkpoint_resumable(tmp_path: Path) -> None:
+    """The train stage's own files, copied: a docstring, a comment or the formatting of one does
+    not change the fingerprint a checkpoint is resumed under; a changed constant does."""
+    import shutil
+
+    from src.paths import PROJECT_ROOT
+    from src.train.run_inputs import TRAIN_STAGE
+    from src.utils.import_graph import code_dependencies
+
+    files = code_dependencies(TRAIN_STAGE)
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT_ROOT / name, tmp_path / name)
+    before = code_fingerprint(files, tmp_path)
+    tracking = tmp_path / "src" / "train" / "tracking.py"
+    text = tracking.read_text()
+    edited = text.replace('"""MLflow tracking:', '"""MLflow tracking, reworded:', 1)  # the docstring
+    edited = edited.replace("\n\n\n", "\n\n\n# a new comment\n", 1).replace("):\n", "):  # noted\n", 1)
+    tracking.write_text(edited)
+    assert edited != text and code_fingerprint(files, tmp_path) == before
+    loss = tmp_path / "src" / "models" / "causal_lm.py"
+    code = loss.read_text()
+    number = re.search(r"(?<![\w.])(\d+\.\d+)(?![\w.])", code)
+    assert number, "no float constant to change"
+    loss.write_text(code[: number.start()] + str(float(number.group(1)) + 1) + code[number.end() :])
+    assert code_fingerprint(files, tmp_path) != before
 
 
 def test_the_operational_settings_do_not_shape_a_run() -> None:
