@@ -15,7 +15,7 @@ import sys
 from src.cli import run_cli
 from src.config import PARAMS_FILE, load_params
 from src.errors import PipelineError
-from src.train.tracking import sqlite_path, tracking_uri
+from src.train.mlflow_store import sqlite_path, tracking_uri
 from src.utils.redact import redact_uri
 
 
@@ -37,9 +37,7 @@ def find_experiment(uri: str, name: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m scripts.mlflow_ui", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m scripts.mlflow_ui", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument(
         "--host", default="127.0.0.1", help="interface to listen on (default: this machine only)"

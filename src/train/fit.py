@@ -26,16 +26,12 @@ from src.errors import TrainingStopped
 from src.paths import PROJECT_ROOT, display_path, resolve_path
 from src.train.backends import Backend
 from src.train.input_guard import check_unchanged, snapshot_inputs
+from src.train.mlflow_store import store_errors, tracking_uri
 from src.train.outputs import check_output_locations, write_outputs
+from src.train.provenance import dvc_experiment_name, run_tags
 from src.train.run_inputs import RunInputs, prepare_run_inputs
 from src.train.stopping import StopSignals
-from src.train.tracking import (
-    RunTracker,
-    dvc_experiment_name,
-    run_tags,
-    store_errors,
-    tracking_uri,
-)
+from src.train.tracking import RunTracker
 from src.utils.faults import kill_point
 from src.utils.locks import LOCK_FILE, exclusive_lock
 from src.utils.logging_setup import adopt_library_loggers

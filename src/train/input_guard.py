@@ -17,7 +17,7 @@ from src.config import Params, load_params
 from src.errors import ConfigError, PipelineError
 from src.paths import PROJECT_ROOT, display_path, resolve_path
 from src.train.run_inputs import TRAIN_STAGE
-from src.train.tracking import flatten
+from src.utils.flatten import flatten
 from src.utils.import_graph import code_dependencies
 from src.utils.typed_config import as_plain_dict
 

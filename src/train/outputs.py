@@ -16,8 +16,9 @@ from typing import Any
 from src.config import Params
 from src.paths import resolve_path
 from src.train.loop import Outcome
+from src.train.mlflow_store import store_errors
 from src.train.reporting import generate_samples, write_metrics, write_plots
-from src.train.tracking import RunTracker, store_errors
+from src.train.tracking import RunTracker
 from src.utils.faults import kill_point
 from src.utils.files import atomic_directory, check_writable
 

@@ -28,8 +28,8 @@ from src.errors import ConfigError, PipelineError
 from src.models.causal_lm import Vocabulary
 from src.paths import PROJECT_ROOT, display_path
 from src.train.checkpoints import CheckpointState, code_fingerprint, run_fingerprint
-from src.train.tracking import flatten
 from src.utils.files import sha256_file
+from src.utils.flatten import flatten
 from src.utils.hub import check_folder_exists
 from src.utils.import_graph import code_dependencies
 from src.utils.typed_config import as_plain_dict

@@ -1,51 +1,41 @@
 """MLflow tracking: one run per training run, created by the driver and reattached on resume.
 
-The default store is the SQLite file ``mlflow.db`` at the root of the user's
-checkout, given as an absolute URI so a run started from any folder, or from
-the temporary copy DVC makes for a queued experiment, lands in the same store;
-artifacts of a SQLite store go to ``mlruns/`` beside the database.
+A DVC experiment and its MLflow run match one to one: the run is named after the experiment and
+tagged with its name, its baseline commit and the hashes of the data it trained on
+(:mod:`src.train.provenance`); where the runs go is :mod:`src.train.mlflow_store`.
 
-A DVC experiment and its MLflow run match one to one: the run is named after
-the experiment and tagged with its name, its baseline commit and the hashes of
-the data it trained on.
-
-A tracking server may go away while a training runs. Training does not wait for
-it: metrics stay queued (in memory, and in every checkpoint's history) and are
-sent once it answers again. After training the outputs are written first, then
-the run is completed in MLflow; a store that still fails then is one line that
-says so, and the same command run again resumes from the last checkpoint and
-logs what the run lacks.
+A tracking server may go away while a training runs. Training does not wait for it: metrics stay
+queued (in memory, and in every checkpoint's history) and are sent once it answers again. After
+training the outputs are written first, then the run is completed in MLflow; a store that still
+fails then is one line that says so, and the same command run again resumes from the last
+checkpoint and logs what the run lacks.
 """
 
 from __future__ import annotations
 
-import fcntl
-import getpass
 import json
 import logging
 import os
-import re
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from src.config import MlflowConfig
-from src.data.manifests import MANIFEST
-from src.data.token_files import TokenFolder
-from src.errors import PipelineError, first_line
-from src.paths import PROJECT_ROOT, display_path, workspace_root
+from src.paths import display_path
+from src.train.mlflow_store import (
+    failure_reason,
+    local_artifact_root,
+    one_attempt,
+    sqlite_path,
+    store_errors,
+    store_failures,
+    store_lock,
+)
+from src.train.provenance import EXP_NAME_TAG
 from src.utils.faults import kill_point
 from src.utils.files import check_writable
 from src.utils.redact import redact_uri
-
-_SQLITE = "sqlite:///"
 
 log = logging.getLogger(__name__)
 
@@ -54,168 +44,6 @@ EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_deve
 
 #: The store keeps at most this many characters of a dataset digest (the full hash is a run tag).
 DATASET_DIGEST_CHARS = 32
-
-
-def tracking_uri(config: MlflowConfig, root: Path = PROJECT_ROOT) -> str:
-    """``mlflow.tracking_uri``, or ``mlflow.db`` in the user's checkout; relative SQLite paths start there."""
-    uri = config.tracking_uri or f"{_SQLITE}mlflow.db"
-    database = sqlite_path(uri)
-    if database is not None and not database.is_absolute():
-        return f"{_SQLITE}{(workspace_root(root) / database).resolve()}"
-    return uri
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (relative if the URI is), or None for a server."""
-    return Path(uri[len(_SQLITE) :]) if uri.startswith(_SQLITE) else None
-
-
-def local_artifact_root(uri: str) -> str | None:
-    """For a SQLite store, ``mlruns/`` beside the database file (MLflow would use the current folder)."""
-    database = sqlite_path(uri)
-    if database is None:
-        return None  # a server decides where its artifacts go
-    return (database.parent / "mlruns").resolve().as_uri()
-
-
-def store_failures() -> tuple[type[BaseException], ...]:
-    """What MLflow raises when its store cannot be used: its own errors, SQLAlchemy's for a SQLite
-    file, and the HTTP library's for an artifact upload to a server that went away."""
-    from mlflow.exceptions import MlflowException
-    from requests import RequestException
-    from sqlalchemy.exc import SQLAlchemyError
-
-    return MlflowException, SQLAlchemyError, RequestException
-
-
-#: What the one line says once training is over: nothing is lost, and how the run is completed.
-_OUTPUTS_KEPT = (
-    "the model, metrics.json and checkpoints are written; {fix}, then run the same command (or dvc repro) "
-    "again: it resumes from the last checkpoint and completes the MLflow run"
-)
-
-
-@contextmanager
-def store_errors(uri: str, *, ending: bool = False) -> Iterator[None]:
-    """Turn a store that cannot be used into one line naming it: a damaged or read-only SQLite
-    file, or a server that does not answer (the libraries raise tracebacks several screens long).
-
-    With ``ending`` (the last metrics, the artifacts, the model, the run's end, after training),
-    the line also says that the outputs are written and how to complete the run.
-    """
-    try:
-        yield
-    except store_failures() as error:
-        reason = _reason(error)
-        database = sqlite_path(uri)
-        if database is None:
-            fix = (
-                _OUTPUTS_KEPT.format(fix="start it")
-                if ending
-                else 'start the server, or set mlflow.tracking_uri to "" for mlflow.db at the project root'
-            )
-            server = "the MLflow server " if ending else ""
-            raise PipelineError(
-                redact_uri(f"mlflow.tracking_uri: cannot reach {server}{uri} ({reason}); ") + fix
-            ) from None
-        fix = (
-            _OUTPUTS_KEPT.format(fix=_sqlite_fix(reason))
-            if ending
-            else f"{_sqlite_fix(reason)}, or set mlflow.tracking_uri to another store"
-        )
-        raise PipelineError(
-            f"mlflow.tracking_uri: cannot use the MLflow store {display_path(database)} ({reason}); {fix}"
-        ) from None
-
-
-def _sqlite_fix(reason: str) -> str:
-    if "readonly" in reason or "read-only" in reason:
-        return "make it (and its folder) writable"
-    if "not a database" in reason or "malformed" in reason:
-        return "it is damaged: move it away to start a new store"
-    return "repair or move it away"
-
-
-@contextmanager
-def _one_attempt() -> Iterator[None]:
-    """Make MLflow's HTTP requests in this block without retries.
-
-    By default MLflow's client retries a failed request with growing pauses for minutes
-    (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, read at each request); during training a server that is
-    away would stall every checkpoint that long. One attempt costs at most one request timeout
-    (``MLFLOW_HTTP_REQUEST_TIMEOUT``), nothing for a server that refuses the connection.
-    The variable is the process's: set only around the tracker's own requests, from one thread.
-    """
-    name = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
-    saved = os.environ.get(name)
-    os.environ[name] = "0"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = saved
-
-
-#: What an HTTP client's error says about the connection, most telling first: MLflow wraps it in
-#: the URL and the retries ("[Errno 111] Connection refused", a server killed mid-request, a timeout).
-_CONNECTION_FAILURES = (
-    re.compile(r"\[Errno -?\d+\] [^'\")]+"),
-    re.compile(r"Remote end closed connection without response|Connection reset by peer|Connection aborted"),
-    re.compile(r"timed out", re.IGNORECASE),
-)
-
-
-def _reason(error: BaseException) -> str:
-    """The first line of the root cause (SQLAlchemy wraps the driver's message in several more),
-    or what happened to the connection to a server."""
-    text = first_line(getattr(error, "orig", None) or error, 2000)
-    for pattern in _CONNECTION_FAILURES:
-        found = pattern.search(text)
-        if found:
-            return found.group(0).strip()
-    return text[:200]
-
-
-@contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """One process at a time creates a SQLite store and its experiment (parallel queued runs race there)."""
-    database = sqlite_path(uri)
-    if database is None:
-        yield
-        return
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": "0.1"}``: every params value as an MLflow param."""
-    flat: dict[str, str] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = str(value)
-    return flat
-
-
-def git_commit(root: Path = PROJECT_ROOT) -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        )
-    except OSError:
-        return None
-    if result.returncode != 0:
-        return None
-    return result.stdout.strip() or None
 
 
 class RunTracker:
@@ -241,7 +69,7 @@ class RunTracker:
         database = sqlite_path(uri)
         if database is not None:
             check_writable("mlflow.tracking_uri", database, kind="file")
-        with _store_lock(uri), store_errors(uri):
+        with store_lock(uri), store_errors(uri):
             # Opening a SQLite store creates and migrates its tables: parallel runs must not race there.
             self.client = MlflowClient(tracking_uri=uri)
             experiment = self.client.get_experiment_by_name(experiment_name)
@@ -365,7 +193,7 @@ class RunTracker:
         """Send the queued metrics; True once the run holds them all.
 
         During training (``required`` false) a store that does not take them costs one attempt
-        (see :func:`_one_attempt`), not minutes of retries: the metrics stay queued for the next
+        (see :func:`one_attempt`), not minutes of retries: the metrics stay queued for the next
         flush, and one warning says so (and one line when the store answers again). Nothing is
         dropped or sent twice. With ``required`` the store's failure is raised (the start and the
         end of a run: what :func:`store_errors` turns into one line).
@@ -376,7 +204,7 @@ class RunTracker:
             if required:
                 self._send()
             else:
-                with _one_attempt():
+                with one_attempt():
                     self._send()
         except store_failures() as error:
             if required:
@@ -386,7 +214,7 @@ class RunTracker:
                 log.warning(
                     "%s does not answer (%s); training goes on: metrics are kept and sent when it does",
                     self._store_name(),
-                    _reason(error),
+                    failure_reason(error),
                 )
             return False
         return True
@@ -494,16 +322,15 @@ class RunTracker:
         or marks it KILLED).
         """
         try:
-            with _one_attempt():
+            with one_attempt():
                 self._send()
                 self.client.set_terminated(self.run_id, status=status)
         except store_failures() as error:
             log.warning(
-                "%s does not answer (%s); its run is left RUNNING", self._store_name(), _reason(error)
+                "%s does not answer (%s); its run is left RUNNING", self._store_name(), failure_reason(error)
             )
 
 
-EXP_NAME_TAG = "dvc.exp_name"
 HOST_TAG, PID_TAG = "lmpipe.host", "lmpipe.pid"
 
 
@@ -522,66 +349,8 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def dvc_experiment_name() -> str | None:
-    """The DVC experiment being run (``dvc exp run`` sets ``DVC_EXP_NAME``), or None.
-
-    Not to be confused with ``mlflow.experiment_name``, the MLflow experiment that
-    holds the runs: each DVC experiment is one run in it, named after the DVC experiment.
-    """
-    return os.environ.get("DVC_EXP_NAME") or None
-
-
 def _pinned(packages: tuple[str, ...]) -> list[str]:
     """``name==version`` of installed packages (MLflow would otherwise guess, and ask for torchvision)."""
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in packages]
-
-
-def source_tags(root: Path = PROJECT_ROOT) -> dict[str, str]:
-    """MLflow's own tags for where a run came from: the UI's User, Source and Version columns."""
-    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    name = display_path(script.resolve(), root) if script is not None and script.is_file() else "python"
-    tags = {"mlflow.source.name": name, "mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser()}
-    commit = git_commit(root)
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    return tags
-
-
-def run_tags(sources: Sequence[TokenFolder], root: Path = PROJECT_ROOT) -> dict[str, str]:
-    """Tags that tie a run to its code, its DVC experiment and the exact data it trained on
-    (``data.<dataset>.*`` for each token folder)."""
-    tags = {}
-    for source in sources:
-        prefix = f"data.{source.name}"
-        tags[f"{prefix}.tokens.manifest_sha256"] = source.manifest_sha256
-        for split, entry in source.manifest.splits.items():
-            tags[f"{prefix}.tokens.{split}_sha256"] = entry.sha256
-        source_manifest = source.manifest.source.files.get(MANIFEST)
-        if source_manifest:
-            tags[f"{prefix}.export.manifest_sha256"] = source_manifest
-        dvc_md5 = locked_out_md5(source.path, root)
-        if dvc_md5:
-            tags[f"dvc.tokenized.{source.name}.md5"] = dvc_md5  # as ``dvc.lock`` has it for this folder
-    tags.update(source_tags(root))
-    if dvc_experiment_name():
-        tags[EXP_NAME_TAG] = dvc_experiment_name()
-    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
-    if baseline:
-        tags["dvc.baseline_rev"] = baseline
-    return tags
-
-
-def locked_out_md5(out: Path, root: Path = PROJECT_ROOT) -> str | None:
-    """The md5 that ``dvc.lock`` records for the stage output at ``out``, if any."""
-    try:
-        lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    wanted = display_path(out, root)
-    for stage in (lock.get("stages") or {}).values():
-        for entry in stage.get("outs") or []:
-            if entry.get("path") == wanted and entry.get("md5"):
-                return str(entry["md5"])
-    return None

@@ -26,7 +26,7 @@ from src.train.backends.local import LocalBackend
 from src.train.backends.ray_train import RayBackend, storage_location
 from src.train.callbacks import StepRecorder
 from src.train.fit import fit, select_backend
-from src.train.tracking import flatten
+from src.utils.flatten import flatten
 from src.utils.typed_config import as_plain_dict
 
 PLOTS = (("train_loss.csv", "train_loss"), ("val_loss.csv", "val_loss"), ("learning_rate.csv", "lr"))

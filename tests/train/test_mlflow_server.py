@@ -27,7 +27,7 @@ import pytest
 from src.config import load_params
 from src.paths import PROJECT_ROOT
 from src.train.backends.ray_cluster import short_temp_dir
-from src.train.tracking import flatten
+from src.utils.flatten import flatten
 from src.utils.typed_config import as_plain_dict
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from src.errors import PipelineError
-from src.train.tracking import HOST_TAG, PID_TAG, RunTracker, store_errors
+from src.train.mlflow_store import store_errors
+from src.train.tracking import HOST_TAG, PID_TAG, RunTracker
 
 
 def dead_pid() -> int:

@@ -18,15 +18,13 @@ from src.paths import PROJECT_ROOT
 from src.train.backends.ray_cluster import short_temp_dir
 from src.train.backends.ray_train import (
     RAY_SNAPSHOT,
-    TrainingProgress,
     check_strategy,
     failure_line,
-    match_cpu_threads_to_ray,
     prune_unregistered,
-    restart_line,
     run_name,
     storage_location,
 )
+from src.train.backends.ray_worker import TrainingProgress, match_cpu_threads_to_ray, restart_line
 from src.train.checkpoints import DamagedCheckpointError, verified_bytes
 from src.train.fit import fit
 
