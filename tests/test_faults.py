@@ -216,14 +216,19 @@ def test_a_killed_repro_is_finished_by_the_next_exactly_as_an_uninterrupted_one(
     runs = mlflow_runs(store_uri(project))
     assert [run.info.status for run in runs if run.info.status != "KILLED"] == ["FINISHED"]
     (run,) = [run for run in runs if run.info.status == "FINISHED"]
+    assert_history_of_reference(project, run, reference)
+    assert models(store_uri(project), run) == reference.models  # one model, complete
+
+
+def assert_history_of_reference(project: Path, run, reference: SimpleNamespace) -> None:
+    """The run logged every key of the uninterrupted run, each step once, with its values (1e-6)."""
     logged = history(store_uri(project), run)
     assert {key: [step for step, _ in rows] for key, rows in logged.items()} == {
         key: [step for step, _ in rows] for key, rows in reference.history.items()
-    }  # every key, each step once
+    }
     for key in set(logged) - TIMED:
         values = [value for _, value in logged[key]]
         assert values == pytest.approx([v for _, v in reference.history[key]], rel=1e-6, abs=1e-6), key
-    assert models(store_uri(project), run) == reference.models  # one model, complete
 
 
 # --------------------------------------------------------------------------- stopped by a signal
@@ -319,13 +324,7 @@ def test_a_repro_stopped_by_a_signal_leaves_no_training_and_the_next_one_ends_as
     assert leftovers(project) == []
     runs = mlflow_runs(store_uri(project))
     assert [run.info.status for run in runs] == ["FINISHED"]  # the stopped run, resumed and ended
-    logged = history(store_uri(project), runs[0])
-    assert {key: [step for step, _ in rows] for key, rows in logged.items()} == {
-        key: [step for step, _ in rows] for key, rows in reference.history.items()
-    }  # every key, each step once
-    for key in set(logged) - TIMED:
-        values = [value for _, value in logged[key]]
-        assert values == pytest.approx([v for _, v in reference.history[key]], rel=1e-6, abs=1e-6), key
+    assert_history_of_reference(project, runs[0], reference)
 
 
 # --------------------------------------------------------------------------- two at once
@@ -395,10 +394,7 @@ def test_two_repros_of_one_configuration_at_once_train_it_once(
     assert outputs(project) == {**reference.outputs, "metrics": outputs(project)["metrics"]}
     (run,) = mlflow_runs(store_uri(project))
     assert run.info.status == "FINISHED"
-    logged = history(store_uri(project), run)
-    assert {key: [step for step, _ in rows] for key, rows in logged.items()} == {
-        key: [step for step, _ in rows] for key, rows in reference.history.items()
-    }  # each step once
+    assert_history_of_reference(project, run, reference)  # each step once
 
 
 def test_two_experiments_at_once_in_one_workspace_record_no_params_that_did_not_train(
