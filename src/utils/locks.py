@@ -26,23 +26,21 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
     """Hold ``path`` for the block; if another process holds it, refuse in one line that names it.
 
     ``what`` says what the lock guards, for that line ("a training of this configuration"). The
-    lock file and the folders it had to create go again at the end (those that hold nothing else),
-    so a run, or a refused start, leaves no trace in a folder of the user's.
+    lock file and the folders it had to create (those that hold nothing else) go again at the end,
+    so a run, or a refused start, leaves no trace.
     """
     made = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    existed = path.exists()
     fd = _lock(path, what)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         yield
     finally:
-        if existed:
-            os.ftruncate(fd, 0)  # it names a holder only while there is one
-        else:
-            path.unlink(missing_ok=True)  # still held: a peer that opened it finds it gone (see _lock)
-            _remove_empty(made)
+        # Still held: a peer that opened the file meanwhile finds it gone and locks a new one (see
+        # _lock). One a killed holder left is removed by the next holder, so runs end alike.
+        path.unlink(missing_ok=True)
+        _remove_empty(made)
         os.close(fd)  # releases the lock
 
 

@@ -101,9 +101,10 @@ def test_a_lock_is_refused_while_held_and_free_once_its_holder_is_gone(tmp_path:
     assert holder.stdout.readline() == "held\n" and is_held(lock)
     holder.kill()  # as kill -9 would: no clean-up runs
     holder.wait()
-    assert not is_held(lock)
+    assert not is_held(lock) and lock.exists()  # a killed holder leaves the file
     with exclusive_lock(lock, "a training of this configuration"):
         pass
+    assert not lock.exists()  # the next holder removes it: a killed run ends as any other
 
 
 def wait_for(process: subprocess.Popen, text: str, log: Path, timeout: float = 300) -> None:
