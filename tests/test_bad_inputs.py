@@ -589,6 +589,7 @@ CASES = [
         "ray-gpu-without-gpu", P, edit("ray", use_ray=True, use_gpu=True), "ray.use_gpu: true", needs=NO_GPU
     ),
     Case("ray-more-workers-than-cores", P, ray_workers(512), "ray.num_workers: 512 workers x 1 CPU"),
+    Case("ray-fsdp-on-cpu-workers", P, edit("ray", use_ray=True, strategy="fsdp"), "fsdp runs on GPU"),
     Case("validation-shorter-than-a-window", R, edit("train", max_length=16384), HOLD_OUT_MORE, True),
     Case("validation-file-shorter-than-a-window", R, one_byte_validation_file, ADD_TEXT, absent=FRACTION),
     Case("train-split-shorter-than-windows", P, edit("train", max_length=70000), "train.max_length: 70000"),
