@@ -11,4 +11,4 @@ MARKER = "<!-- parameters reference -->"
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if MARKER not in markdown:
         return markdown
-    return markdown.replace(MARKER, reference_markdown(Params))
+    return markdown.replace(MARKER, reference_markdown(Params, heading="###"))

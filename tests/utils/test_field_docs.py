@@ -57,4 +57,4 @@ def test_the_docs_parameters_page_is_the_generated_reference() -> None:
 
     page = (PROJECT_ROOT / "docs" / "parameters.md").read_text()
     assert MARKER in page
-    assert reference_markdown(Params) in on_page_markdown(page, None, None, None)
+    assert reference_markdown(Params, heading="###") in on_page_markdown(page, None, None, None)
