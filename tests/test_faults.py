@@ -370,8 +370,9 @@ def test_a_stage_other_than_train_ends_with_the_dvc_that_started_it(
     repro, release = started_repro(project, tool_env, log, "repro", pause="tokenize.chunk-written")
     os.kill(repro.pid, signal.SIGTERM)
     repro.wait(timeout=120)
+    left = without_training(project, timeout=60, stage="tokenize")  # ended while it still pauses
     release.touch()  # an orphan would go on now, to write its output
-    assert without_training(project, timeout=60, stage="tokenize") == [], "tokenize outlived its dvc"
+    assert left == [], "tokenize outlived its dvc"
     # It ended then and there: an orphan would have gone on to write its output, unrecorded.
     assert not (project / "data" / "main_cache" / "tokenized" / "bpe" / "kjv").exists()
     dvc(project, "repro")
