@@ -27,7 +27,7 @@ test: setup lint docs browser
 	python -m pytest
 
 # The docs site (docs/, mkdocs.yml) into site/; strict: a broken link or a page left out of the nav
-# fails. The parameters page is generated from src/config.py (docs/hooks/parameters.py).
+# fails. The parameters page is generated from src/config/ (docs/hooks/parameters.py).
 docs: setup
 	python -m mkdocs build --strict --quiet
 

@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from src.config import available_cores, load_params
+from src.data.encoding import CHUNK_BYTES, iter_document_chunks, iter_documents
 from src.data.fast_encoder import build_encoder, document_frame
 from src.data.manifests import ExportSplit
 from src.data.raw_export import read_manifest
 from src.data.token_files import read_token_manifest
-from src.data.tokenize_corpus import CHUNK_BYTES, iter_document_chunks, iter_documents, tokenize_export
+from src.data.tokenize_corpus import tokenize_export
 from src.data.tokenizer_setup import train_bpe
 
 BLOCK_SIZE = 128

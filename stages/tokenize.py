@@ -2,7 +2,7 @@
 
 from src.cli import dataset_argument, run_cli, start_process
 from src.config import load_params
-from src.data.tokenize_corpus import tokenize_from_params
+from src.data.tokenize_stages import tokenize_from_params
 
 
 def main() -> None:

@@ -405,7 +405,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     from src.config import load_params
     from src.data.download import download_all
     from src.data.sources import _package_file
-    from src.data.tokenize_corpus import make_tokenizer, tokenize_from_params
+    from src.data.tokenize_stages import make_tokenizer, tokenize_from_params
 
     folder = tmp_path_factory.mktemp("tiny_data")
     kjv = _package_file("test", "package://bible/data/kjv.jsonl")
@@ -604,7 +604,7 @@ TOKENIZER_KINDS = ("gpt2", "llama", "llama2", "no-unk", "no-eos")
 def pretrained_tokenizers(tiny_data: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding one tokenizer folder per kind in ``TOKENIZER_KINDS``, trained on the tiny
     corpus (read-only; load them with ``AutoTokenizer.from_pretrained``)."""
-    from src.data.tokenize_corpus import iter_documents
+    from src.data.encoding import iter_documents
 
     texts = list(iter_documents(tiny_data.export / "train.jsonl"))
     folder = tmp_path_factory.mktemp("tokenizers")

@@ -5,7 +5,7 @@ Layers, lowest first (a module may import its own layer and the ones below):
 0. ``src/errors.py``, ``src/paths.py``: what every module may know.
 1. ``src/utils/``: leaf helpers that know nothing of the pipeline (files, logging, Hub probe,
    typed config, the import graph).
-2. ``src/config.py``: the typed params.
+2. ``src/config/``: the typed params (one module per group of sections).
 3. ``src/cli.py``: the shell every entry point runs in.
 4. ``src/data/``: download, export, tokenizers, token files, windows.
 5. ``src/models/``: the causal LM (it may read the data's label convention).
@@ -31,7 +31,7 @@ def layer(path: str) -> int:
         ("src/errors.py", 0),
         ("src/paths.py", 0),
         ("src/utils/", 1),
-        ("src/config.py", 2),
+        ("src/config/", 2),
         ("src/cli.py", 3),
         ("src/data/", 4),
         ("src/models/", 5),

@@ -33,7 +33,7 @@ def error_lines(output: str) -> list[str]:
 def project(make_params, custom_code_tokenizer, tiny_export: Path, tmp_path: Path) -> SimpleNamespace:
     """A project of its own (the code, ``params.yaml``, the tiny export) whose ``tokenize.tokenizer``
     is a folder with code; the marker its code writes lives outside the project."""
-    from src.data.tokenize_corpus import iter_documents
+    from src.data.encoding import iter_documents
 
     root = tmp_path / "project"
     params_file = make_params(root, data="export")

@@ -1,4 +1,4 @@
-"""Docs build hook: the parameters page's reference is generated from ``src/config.py``."""
+"""Docs build hook: the parameters page's reference is generated from ``src/config/``."""
 
 from __future__ import annotations
 

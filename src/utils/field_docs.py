@@ -1,6 +1,6 @@
 """A reference of settings from typed dataclasses: each field's type, default, range and docstring.
 
-The docs' parameters page is generated from ``src/config.py`` with :func:`reference_markdown`, so
+The docs' parameters page is generated from ``src/config/`` with :func:`reference_markdown`, so
 it cannot drift from what the pipeline accepts. Field docstrings (the string after a field, as in
 litgpt's args) are not kept at run time; they are read from the class's source.
 """

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from src.data.encoding import iter_documents
 from src.data.fast_encoder import (
     PROBE_TEXTS,
     PerDocumentEncoder,
@@ -22,7 +23,6 @@ from src.data.fast_encoder import (
     document_frame,
     tiktoken_encoding,
 )
-from src.data.tokenize_corpus import iter_documents
 from src.data.tokenizer_setup import eos_id, pretrained_eos_token
 
 TRICKY = [*PROBE_TEXTS, "a doc with <|endoftext|> inside", "", " ", "\n\n\n", " starts with a space"]

@@ -12,17 +12,12 @@ from transformers import AutoTokenizer
 
 from src.config import TokenizeConfig, load_params
 from src.data.download import download_all
+from src.data.encoding import encode_split, iter_documents
 from src.data.manifests import TokenSplit
 from src.data.raw_export import read_manifest
 from src.data.token_files import read_token_manifest
-from src.data.tokenize_corpus import (
-    encode_split,
-    is_up_to_date,
-    iter_documents,
-    make_tokenizer,
-    tokenize_export,
-    tokenize_from_params,
-)
+from src.data.tokenize_corpus import is_up_to_date, tokenize_export
+from src.data.tokenize_stages import make_tokenizer, tokenize_from_params
 from src.data.tokenizer_setup import tokenizer_fingerprint, train_bpe
 from src.errors import PipelineError
 

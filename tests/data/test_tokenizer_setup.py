@@ -10,6 +10,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from src.config import TokenizeConfig
+from src.data.encoding import iter_documents
 from src.data.fast_encoder import (
     PROBE_TEXTS,
     PerDocumentEncoder,
@@ -18,7 +19,6 @@ from src.data.fast_encoder import (
     build_encoder,
     document_frame,
 )
-from src.data.tokenize_corpus import iter_documents
 from src.data.tokenizer_setup import (
     eos_id,
     load_pretrained,

@@ -14,7 +14,7 @@ import yaml
 from src.config import load_params
 from src.data.download import download_all
 from src.data.token_files import read_token_manifest
-from src.data.tokenize_corpus import tokenize_from_params
+from src.data.tokenize_stages import tokenize_from_params
 
 SOURCES = ("kjv", "notes")
 

@@ -1,4 +1,4 @@
-"""The parameters reference is generated from src/config.py: every setting is in it, documented."""
+"""The parameters reference is generated from src/config/: every setting is in it, documented."""
 
 from __future__ import annotations
 
