@@ -224,7 +224,7 @@ def one_byte_validation_file(project: Project) -> None:
     """``notes`` downloaded and tokenized with a 1-byte validation file: fewer tokens than a window."""
     from src.config import load_params
     from src.data.download import download_all
-    from src.data.tokenize_corpus import tokenize_from_params
+    from src.data.tokenize_stages import tokenize_from_params
 
     notes_with_validation(project, str(project.root / "notes"), "x")
     project.save()
@@ -320,11 +320,11 @@ def foreign_checkpoint(project: Project) -> None:
     """A checkpoint of a wider model (another configuration), copied into this one's folder."""
     import torch
 
-    from src.train.checkpoints import run_fingerprint, shaping_settings
+    from src.train.checkpoints import run_fingerprint
 
     state = torch.load(project.run_folder / "step-000000020.ckpt", weights_only=True)
     folder, inputs = project.configuration()
-    state["settings"] = {**shaping_settings(inputs.settings), "model.n_embd": "32"}
+    state["settings"] = {**inputs.shaping, "model.n_embd": "32"}
     state["fingerprint"] = run_fingerprint(state["settings"], inputs.inputs)
     state["model"] = {name: torch.zeros(*(2 * n for n in t.shape)) for name, t in state["model"].items()}
     torch.save(state, folder / "step-000000030.ckpt")
@@ -623,7 +623,7 @@ CASES = [
     Case("wrong-enum-precision", P, edit("train", precision="fp16"), "train.precision: expected one of"),
     Case("wrong-type-batch-size", P, edit("train", batch_size="16"), "train.batch_size: expected an int"),
     Case("out-of-range-lr", R, edit("train", lr=0), "train.lr: expected a number in (0, 10], got 0"),
-    Case("checkpoint-not-multiple-of-eval", P, edit("train", checkpoint_every=7), "checkpoint_every: must"),
+    Case("warmup-past-max-steps", P, edit("train", warmup_steps=40), "train.warmup_steps: must be below"),
     Case("heads-do-not-divide-width", P, edit("model", n_head=3), "model.n_head: must divide model.n_embd"),
     Case("unknown-key-model", P, edit("model", layers=2), "model.layers: unknown key"),
     Case("model-config-sets-the-vocabulary", C, model_config(SMALL_VOCAB), "model.config.vocab_size: the"),

@@ -21,7 +21,13 @@ from torch.utils.data import DataLoader
 from src.data.manifests import TokenManifest
 from src.data.mixture import mixture_weights
 from src.data.raw_export import TRAIN, VALIDATION
-from src.data.token_files import check_tokenizer, open_tokens, read_token_manifest, verify_token_files
+from src.data.token_files import (
+    ValidationSources,
+    check_tokenizer,
+    open_tokens,
+    read_token_manifest,
+    verify_token_files,
+)
 from src.data.tokenizer_setup import tokenizer_fingerprint
 from src.data.windows import SourceValidation, TokenWindows, WindowSampler
 from src.errors import ConfigError
@@ -84,6 +90,11 @@ class TokenDataModule(L.LightningDataModule):
             self.train_splits.append(open_tokens(token_dir, TRAIN, manifest))
             self.val_splits.append(open_tokens(token_dir, VALIDATION, manifest))
         self.weights = mixture_weights(self.names, [len(t) for t in self.train_splits], self.mixture)
+
+    @property
+    def validation_sources(self) -> ValidationSources:
+        """What the causal LM is told of the validation batches (after :meth:`setup`)."""
+        return ValidationSources.of(zip(self.names, self.manifests, strict=True))
 
     @property
     def val_text_bytes(self) -> list[int]:

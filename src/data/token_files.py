@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from src.data.manifests import MANIFEST, TokenManifest
+from src.data.raw_export import VALIDATION
 from src.errors import PipelineError
 from src.paths import display_path, workspace_root
 from src.utils.files import sha256_file, write_text_atomic
@@ -33,6 +35,29 @@ class TokenFolder:
     manifest: TokenManifest
     manifest_sha256: str
     """SHA-256 of the token manifest, which names the hash of every token file."""
+
+
+@dataclass(frozen=True)
+class ValidationSources:
+    """The validation sources, in the order of their batches' ``source`` ids, and the UTF-8 bytes of
+    each one's text (what bits per byte divide by; empty: no bits per byte). The causal LM is told
+    them when it is built, so it names its per-source metrics without asking the data."""
+
+    names: tuple[str, ...] = ("validation",)
+    text_bytes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.text_bytes and len(self.text_bytes) != len(self.names):
+            raise ValueError(f"{len(self.text_bytes)} byte counts for {len(self.names)} sources")
+
+    @classmethod
+    def of(cls, manifests: Iterable[tuple[str, TokenManifest]]) -> ValidationSources:
+        """The sources of these (name, token manifest) pairs, in this order."""
+        pairs = list(manifests)
+        return cls(
+            tuple(name for name, _ in pairs),
+            tuple(manifest.splits[VALIDATION].text_bytes for _, manifest in pairs),
+        )
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

@@ -11,11 +11,20 @@ import torch
 from torch import nn
 
 from src.config import ModelConfig, TrainConfig
+from src.data.token_files import ValidationSources
 from src.data.windows import IGNORE_INDEX
 from src.errors import ConfigError
 from src.models.architectures import new_model_config
 from src.models.chunked_loss import chunked_causal_lm_loss, unsupported_reason
-from src.models.metrics import MAX_LOSS_FOR_PERPLEXITY, bits_per_byte
+from src.models.metrics import (
+    MAX_LOSS_FOR_PERPLEXITY,
+    TRAIN_LOSS,
+    VAL_BPB,
+    VAL_LOSS,
+    VAL_PERPLEXITY,
+    bits_per_byte,
+    per_source,
+)
 from src.models.optim import build_optimizer
 from src.utils.hub import from_folder_or_hub
 
@@ -73,10 +82,15 @@ def build_model(
 class CausalLM(L.LightningModule):
     """Next-token prediction with AdamW, warmup + cosine decay; logs loss, perplexity and learning rate."""
 
-    def __init__(self, model: nn.Module, train: TrainConfig) -> None:
+    def __init__(
+        self, model: nn.Module, train: TrainConfig, validation: ValidationSources | None = None
+    ) -> None:
+        """``validation``: the sources the validation batches come from (one, without byte counts,
+        unless told)."""
         super().__init__()
         self.model = model
         self.train_config = train
+        self.validation = validation or ValidationSources()
         # The compiled wrappers are kept out of the module tree, so state_dict (and every
         # checkpoint) holds the plain weights whether or not compile is on.
         self._forward = [torch.compile(model) if train.compile else model]
@@ -100,7 +114,7 @@ class CausalLM(L.LightningModule):
         loss = self(batch["input_ids"], batch["labels"]).loss
         # For callbacks that monitor it; the progress bar shows the step recorder's host copy instead
         # (src.train.callbacks.RecordedProgressBar): a prog_bar metric is read off the device each step.
-        self.log("train_loss", loss, on_step=True, on_epoch=False)
+        self.log(TRAIN_LOSS, loss, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -117,12 +131,7 @@ class CausalLM(L.LightningModule):
         self._val_count.index_add_(0, source, scored.reshape(1))
 
     def on_validation_epoch_start(self) -> None:
-        # The sources and their validation bytes come from the data module that makes the batches
-        # (TokenDataModule); other data has one source, and no bits per byte.
-        data = getattr(self.trainer, "datamodule", None)
-        self._val_sources: list[str] = list(getattr(data, "names", None) or ["validation"])
-        self._val_text_bytes: list[int] = list(getattr(data, "val_text_bytes", None) or [])
-        sources = len(self._val_sources)
+        sources = len(self.validation.names)
         self._val_sum = torch.zeros(sources, device=self.device, dtype=torch.float64)
         self._val_count = torch.zeros(sources, device=self.device, dtype=torch.int64)
 
@@ -130,24 +139,24 @@ class CausalLM(L.LightningModule):
         sums = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")  # (sources,)
         counts = self.trainer.strategy.reduce(self._val_count.to(torch.float64), reduce_op="sum")
         for name, metric in self._validation_metrics(sums, counts).items():
-            self.log(name, metric, prog_bar=name in ("val_loss", "val_bpb"), sync_dist=False)
+            self.log(name, metric, prog_bar=name in (VAL_LOSS, VAL_BPB), sync_dist=False)
 
     def _validation_metrics(self, sums: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss (and bits per byte) over all sources, and per source when there are several."""
         val_loss = (sums.sum() / counts.sum().clamp(min=1)).float()
         metrics = {
-            "val_loss": val_loss,
-            "val_perplexity": torch.exp(val_loss.clamp(max=MAX_LOSS_FOR_PERPLEXITY)),
+            VAL_LOSS: val_loss,
+            VAL_PERPLEXITY: torch.exp(val_loss.clamp(max=MAX_LOSS_FOR_PERPLEXITY)),
         }
-        text_bytes = self._val_text_bytes
+        names, text_bytes = self.validation.names, self.validation.text_bytes
         if text_bytes:
             # The summed loss in bits over the bytes it predicted: the figure that compares tokenizers.
-            metrics["val_bpb"] = torch.tensor(bits_per_byte(float(sums.sum()), sum(text_bytes)))
-        if len(self._val_sources) > 1:
-            for index, name in enumerate(self._val_sources):
-                metrics[f"val_loss/{name}"] = (sums[index] / counts[index].clamp(min=1)).float()
+            metrics[VAL_BPB] = torch.tensor(bits_per_byte(float(sums.sum()), sum(text_bytes)))
+        if len(names) > 1:
+            for index, name in enumerate(names):
+                metrics[per_source(VAL_LOSS, name)] = (sums[index] / counts[index].clamp(min=1)).float()
                 if text_bytes:
-                    metrics[f"val_bpb/{name}"] = torch.tensor(
+                    metrics[per_source(VAL_BPB, name)] = torch.tensor(
                         bits_per_byte(float(sums[index]), text_bytes[index])
                     )
         return metrics

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 
 from src.errors import TrainingStopped
 from src.models.flops import device_peak_tflops, utilization
-from src.models.metrics import perplexity
+from src.models.metrics import TRAIN_LOSS, VAL_BPB, VAL_LOSS, VAL_PERPLEXITY, perplexity, source_of
 from src.paths import display_path
 from src.train.checkpoints import CheckpointState, restore_rng_states
 from src.train.history import History, tracked_train_metrics
@@ -134,13 +134,13 @@ class StepRecorder(L.Callback):
         rate = tokens / max(seconds, 1e-9)
         speed = self.speed(rate, trainer.world_size)
         for (step, lr, _), loss in zip(self._pending, values, strict=True):
-            row = {"step": step, "train_loss": loss, "lr": lr, "tokens_per_s": rate, **speed}
+            row = {"step": step, TRAIN_LOSS: loss, "lr": lr, "tokens_per_s": rate, **speed}
             self.history.train.append(row)
             if self.log_metrics and trainer.is_global_zero:
                 self.log_metrics(tracked_train_metrics(row), step)
         self.history.tokens_seen += tokens
         self.history.train_seconds += seconds
-        self.shown = {"train_loss": values[-1], "tokens_per_s": rate}
+        self.shown = {TRAIN_LOSS: values[-1], "tokens_per_s": rate}
         if speed:  # MFU where the peak is known, else the achieved model TFLOP/s
             name = "mfu" if "mfu" in speed else "tflops"
             self.shown[name] = speed[name]
@@ -157,12 +157,12 @@ class StepRecorder(L.Callback):
         return speed
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
+        if trainer.sanity_checking or VAL_LOSS not in trainer.callback_metrics:
             return
-        val_loss = float(trainer.callback_metrics["val_loss"])
-        result = {"val_loss": val_loss, "val_perplexity": perplexity(val_loss)}
+        val_loss = float(trainer.callback_metrics[VAL_LOSS])
+        result = {VAL_LOSS: val_loss, VAL_PERPLEXITY: perplexity(val_loss)}
         for name, value in trainer.callback_metrics.items():  # bits per byte; per source with several
-            if name == "val_bpb" or name.startswith(("val_loss/", "val_bpb/")):
+            if name == VAL_BPB or source_of(name) is not None:
                 result[name] = float(value)
         step = self.step(trainer)
         if self.history.val.get(step) == result:
@@ -171,17 +171,17 @@ class StepRecorder(L.Callback):
         if trainer.is_global_zero:
             last = self.history.train[-1] if self.history.train else {}
             per_source = "".join(
-                f", {name[len('val_loss/') :]} {value:.4f}"
+                f", {source} {value:.4f}"
                 for name, value in result.items()
-                if name.startswith("val_loss/")
+                if (source := source_of(name, VAL_LOSS)) is not None
             )
             log.info(
                 "step %d/%d: train_loss %.4f, val_loss %.4f (perplexity %.1f%s), %.0f tokens/s",
                 step,
                 self.max_steps,
-                last.get("train_loss", math.nan),
+                last.get(TRAIN_LOSS, math.nan),
                 val_loss,
-                result["val_perplexity"],
+                result[VAL_PERPLEXITY],
                 per_source,
                 last.get("tokens_per_s", math.nan),
             )
@@ -206,34 +206,22 @@ class RecordedProgressBar(TQDMProgressBar):
         return {**super().get_metrics(trainer, pl_module), **self.recorder.shown}
 
 
-class PeriodicCheckpoint(L.Callback):
-    """Saves a checkpoint every ``every`` optimizer steps, right after that step's validation.
+class StepEnd(L.Callback):
+    """What happens once an optimizer step is done, in one place: :meth:`end_step`.
 
-    ``every`` is a multiple of the validation interval, so the checkpoint holds
-    the step's validation result too and a resumed run's history is complete.
-    """
+    One step, in order: Lightning runs ``CausalLM.training_step`` on each micro-batch and the
+    optimizer step; :class:`StepRecorder` queues its loss; Lightning validates when ``eval_every``
+    divides the step (``val_check_interval``); then :meth:`end_step` checkpoints when
+    ``checkpoint_every`` divides it or a stop was asked for, and ends the run on a stop. A step that
+    validates ends after its validation, so its checkpoint holds the result and a resumed run's
+    history is the uninterrupted one's: the two intervals are independent.
 
-    def __init__(self, every: int, start_step: int, save: Callable[[L.Trainer, int], None]) -> None:
-        self.every, self.start_step, self.save = every, start_step, save
-
-    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        step = self.start_step + trainer.global_step
-        fitting = trainer.state.fn == "fit" and not trainer.sanity_checking
-        if fitting and trainer.global_step > 0 and step % self.every == 0:
-            self.save(trainer, step)
-
-
-class StopAtStepBoundary(L.Callback):
-    """Once a stop is requested (:class:`~src.train.stopping.StopSignals`), checkpoints at the next
-    optimizer-step boundary and ends the run with :class:`~src.errors.TrainingStopped`.
-
-    A step that validates stops after its validation (and after :class:`PeriodicCheckpoint`, which
-    runs first), so the checkpoint holds everything an uninterrupted run records at that step.
+    A stop request (:class:`~src.train.stopping.StopSignals`, one process only) so takes effect at
+    the next step boundary, with a checkpoint of that step.
     """
 
     def __init__(
         self,
-        stop: StopSignals,
         save: Callable[[L.Trainer, int], Path | None],
         record: Callable[[L.Trainer], object],
         *,
@@ -242,12 +230,29 @@ class StopAtStepBoundary(L.Callback):
         eval_every: int,
         checkpoint_every: int,
         accumulate: int,
+        stop: StopSignals | None = None,
     ) -> None:
-        self.stop, self.save, self.record = stop, save, record
-        self.start_step, self.max_steps, self.eval_every = start_step, max_steps, eval_every
-        self.checkpoint_every, self.accumulate = checkpoint_every, accumulate
+        self.save, self.record, self.stop = save, record, stop
+        self.start_step, self.max_steps = start_step, max_steps
+        self.eval_every, self.checkpoint_every, self.accumulate = eval_every, checkpoint_every, accumulate
+        self._ended = start_step  # the last step end_step saw: a step ends once
+
+    def end_step(self, trainer: L.Trainer, step: int) -> None:
+        """Step ``step`` is trained, and validated if it validates: checkpoint when due or stopping."""
+        if step <= self._ended:
+            return
+        self._ended = step
+        stopping = self.stop is not None and self.stop.requested is not None and step < self.max_steps
+        path = None
+        if step % self.checkpoint_every == 0 or stopping:
+            self.record(trainer)  # the queued losses into the history the checkpoint holds
+            path = self.save(trainer, step)
+        if stopping:
+            self._stop(path, step)
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.stop is None:
+            return
         self.stop.install()  # over the SIGTERM handler the Trainer has just put in place
         if self.stop.requested:  # before the first step: the checkpoint resumed from still holds
             raise TrainingStopped(
@@ -257,24 +262,19 @@ class StopAtStepBoundary(L.Callback):
             )
 
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.stop.install()
+        if self.stop is not None:
+            self.stop.install()
 
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = self.start_step + trainer.global_step
-        if not self.stop.requested or (batch_idx + 1) % self.accumulate or step >= self.max_steps:
-            return
-        if step % self.eval_every:  # else stop after this step's validation
-            self.record(trainer)
-            self._stop(self.save(trainer, step), step)
+        if (batch_idx + 1) % self.accumulate == 0 and step % self.eval_every:  # else after validation
+            self.end_step(trainer, step)
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        step = self.start_step + trainer.global_step
-        fitting = trainer.state.fn == "fit" and not trainer.sanity_checking
-        if self.stop.requested and fitting and step < self.max_steps:
-            saved = step % self.checkpoint_every == 0  # by PeriodicCheckpoint, just now
-            self._stop(None if saved else self.save(trainer, step), step)
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and trainer.global_step > 0:
+            self.end_step(trainer, self.start_step + trainer.global_step)
 
     def _stop(self, path: Path | None, step: int) -> None:
         written = f"its checkpoint {display_path(path)} is written" if path else "its checkpoint is written"

@@ -28,11 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from src.config import Params
 from src.errors import PipelineError
 from src.paths import display_path
 from src.train.history import History
 from src.utils.files import HashingWriter, atomic_file, write_text_atomic
+from src.utils.flatten import flatten
 from src.utils.locks import LOCK_FILE, is_held
+from src.utils.typed_config import as_plain_dict
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ class CheckpointState:
     fingerprint: str
     """:func:`run_fingerprint` of the run that wrote it: only the same fingerprint resumes."""
     settings: dict[str, str]
-    """The flattened shaping settings, to say what changed when a checkpoint is not resumed."""
+    """:func:`shaping_settings` of the run that wrote it, to say what changed when it is not resumed."""
     inputs: dict[str, str]
     """Hashes of the tokenized data and of the training code."""
     step: int
@@ -102,20 +105,19 @@ BATCH_SPLIT_KEYS = ("train.batch_size", "train.accumulate_grad_batches", "ray.nu
 GLOBAL_BATCH = "train.global_batch"
 
 
-def global_batch(settings: dict[str, str]) -> int:
+def global_batch(params: Params) -> int:
     """Windows per optimizer step over all devices: ``batch_size x accumulate_grad_batches x workers``."""
-    devices = int(settings["ray.num_workers"]) if settings.get("ray.use_ray") == "True" else 1
-    return int(settings["train.batch_size"]) * int(settings["train.accumulate_grad_batches"]) * devices
+    devices = params.ray.num_workers if params.ray.use_ray else 1
+    return params.train.batch_size * params.train.accumulate_grad_batches * devices
 
 
-def shaping_settings(settings: dict[str, str]) -> dict[str, str]:
-    """The flattened settings that decide a run's numbers: all but the operational ones, with the
-    batch split replaced by the global batch it makes."""
-    shaping = {k: v for k, v in settings.items() if k not in OPERATIONAL_KEYS}
-    if all(key in settings for key in BATCH_SPLIT_KEYS):
-        for key in BATCH_SPLIT_KEYS:
-            del shaping[key]
-        shaping[GLOBAL_BATCH] = str(global_batch(settings))
+def shaping_settings(params: Params) -> dict[str, str]:
+    """The settings that decide a run's numbers, flattened (``train.lr`` -> ``"0.003"``) for the
+    fingerprint and for saying what changed: all but the operational ones, with the batch split
+    replaced by the global batch it makes."""
+    settings = flatten(as_plain_dict(params))
+    shaping = {k: v for k, v in settings.items() if k not in OPERATIONAL_KEYS and k not in BATCH_SPLIT_KEYS}
+    shaping[GLOBAL_BATCH] = str(global_batch(params))
     return shaping
 
 
@@ -151,15 +153,16 @@ def _is_bare_string(statement: ast.stmt) -> bool:
     )
 
 
-def run_fingerprint(settings: dict[str, str], inputs: dict[str, str]) -> str:
-    """Hash of the settings that shape training and of its inputs (token manifest, code)."""
-    text = json.dumps({"settings": shaping_settings(settings), "inputs": inputs}, sort_keys=True)
+def run_fingerprint(shaping: dict[str, str], inputs: dict[str, str]) -> str:
+    """Hash of the settings that shape training (:func:`shaping_settings`) and of its inputs (token
+    manifests, code)."""
+    text = json.dumps({"settings": shaping, "inputs": inputs}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def describe_change(state: CheckpointState, settings: dict[str, str], inputs: dict[str, str]) -> str:
+def describe_change(state: CheckpointState, shaping: dict[str, str], inputs: dict[str, str]) -> str:
     """What differs between the run that wrote a checkpoint and this one, for the log."""
-    before, now = state.settings, shaping_settings(settings)
+    before, now = state.settings, shaping
     changes = [
         f"{k}: {before.get(k, '-')} -> {now.get(k, '-')}"
         for k in sorted(before.keys() | now.keys())
@@ -307,7 +310,7 @@ def newest_readable(paths: Iterable[Path]) -> tuple[Path, CheckpointState] | Non
 
 
 def find_resumable(
-    folder: Path, settings: dict[str, str], inputs: dict[str, str]
+    folder: Path, shaping: dict[str, str], inputs: dict[str, str]
 ) -> tuple[CheckpointState | None, str]:
     """The newest readable checkpoint of this configuration's ``folder``, and why it was (not) chosen.
 
@@ -323,8 +326,8 @@ def find_resumable(
     if found is None:
         return None, "no checkpoint that verifies: starting afresh"
     path, state = found
-    if state.fingerprint != run_fingerprint(settings, inputs):
-        change = describe_change(state, settings, inputs)
+    if state.fingerprint != run_fingerprint(shaping, inputs):
+        change = describe_change(state, shaping, inputs)
         raise PipelineError(
             f"{display_path(path)}: made by another configuration ({change}), so it does not belong in "
             f"{display_path(folder)}; move it out (or set train.resume: never to start afresh here)"
@@ -339,7 +342,7 @@ def configuration_folder(root: Path, fingerprint: str, prefix: str = "run-") -> 
 
 
 def nearest_other_configuration(
-    root: Path, current: Path, settings: dict[str, str], inputs: dict[str, str], prefix: str = "run-"
+    root: Path, current: Path, shaping: dict[str, str], inputs: dict[str, str], prefix: str = "run-"
 ) -> str:
     """For the log when a run starts afresh: what differs from the newest other configuration kept."""
     others = sorted(
@@ -354,7 +357,7 @@ def nearest_other_configuration(
         )
     except PipelineError:
         found = None
-    change = describe_change(found[1], settings, inputs) if found else "unknown"
+    change = describe_change(found[1], shaping, inputs) if found else "unknown"
     return (
         f"no checkpoint of these settings yet; kept {display_path(others[-1])} (and {len(others) - 1} more) "
         f"differs in {change}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from src.models.metrics import TRAIN_LOSS
+
 
 @dataclass
 class History:
@@ -41,7 +43,7 @@ class History:
 
 def tracked_train_metrics(row: dict[str, float]) -> dict[str, float]:
     """The MLflow metrics of one optimizer step (``tokens_per_s`` and ``mfu`` are the run's averages)."""
-    metrics = {"train_loss": row["train_loss"], "lr": row["lr"], "step_tokens_per_s": row["tokens_per_s"]}
+    metrics = {TRAIN_LOSS: row[TRAIN_LOSS], "lr": row["lr"], "step_tokens_per_s": row["tokens_per_s"]}
     if "mfu" in row:
         metrics["step_mfu"] = row["mfu"]
     return metrics

@@ -19,16 +19,26 @@ from src.config import Params
 from src.data.token_data import TokenDataModule
 from src.models.causal_lm import CausalLM, build_model
 from src.models.flops import flops_per_token
-from src.models.metrics import bits_per_byte, perplexity
+from src.models.metrics import (
+    TRAIN_LOSS,
+    UNIGRAM_BPB,
+    UNIGRAM_PERPLEXITY,
+    VAL_BPB,
+    VAL_LOSS,
+    VAL_PERPLEXITY,
+    bits_per_byte,
+    per_source,
+    perplexity,
+    source_of,
+)
 from src.paths import resolve_path, workspace_root
 from src.train.callbacks import (
     AlignValidation,
-    PeriodicCheckpoint,
     RestoreTrainingState,
+    StepEnd,
     StepRecorder,
-    StopAtStepBoundary,
 )
-from src.train.checkpoints import CheckpointState, rng_states, shaping_settings
+from src.train.checkpoints import CheckpointState, rng_states
 from src.train.history import History
 from src.train.reporting import unigram_nats
 from src.train.run_inputs import RunInputs
@@ -72,7 +82,7 @@ def build_module(params: Params, root: Path, inputs: RunInputs) -> CausalLM:
     model = build_model(
         params.model, inputs.vocabulary, params.train.max_length, model_cache, params.download.hub_timeout_s
     )
-    return CausalLM(model, params.train)
+    return CausalLM(model, params.train, inputs.validation)
 
 
 def train_on_rank(
@@ -111,7 +121,7 @@ def train_on_rank(
         if trainer.is_global_zero:
             state = CheckpointState(
                 fingerprint=inputs.fingerprint,
-                settings=shaping_settings(inputs.settings),
+                settings=inputs.shaping,
                 inputs=inputs.inputs,
                 step=step,
                 model=weights,
@@ -141,20 +151,17 @@ def train_on_rank(
         flops_per_token=flops_per_token(module.model, t.max_length),
         peak_tflops=t.peak_tflops,
     )
-    callbacks: list[L.Callback] = [recorder, PeriodicCheckpoint(t.checkpoint_every, inputs.step, save)]
-    if placement.stop is not None:
-        callbacks.append(
-            StopAtStepBoundary(
-                placement.stop,
-                save,
-                recorder.record,
-                start_step=inputs.step,
-                max_steps=t.max_steps,
-                eval_every=t.eval_every,
-                checkpoint_every=t.checkpoint_every,
-                accumulate=t.accumulate_grad_batches,
-            )
-        )
+    step_end = StepEnd(
+        save,
+        recorder.record,
+        start_step=inputs.step,
+        max_steps=t.max_steps,
+        eval_every=t.eval_every,
+        checkpoint_every=t.checkpoint_every,
+        accumulate=t.accumulate_grad_batches,
+        stop=placement.stop,
+    )
+    callbacks: list[L.Callback] = [recorder, step_end]  # in this order: a step's loss is queued first
     callbacks += placement.callbacks
     callbacks.append(AlignValidation(inputs.step, t.eval_every, t.accumulate_grad_batches))
     if inputs.resumed:
@@ -168,17 +175,17 @@ def train_on_rank(
     if inputs.step < t.max_steps:
         trainer.fit(module, datamodule=data)
     final = trainer.validate(module, datamodule=data, verbose=False)[0]
-    val_loss = float(final["val_loss"])
+    val_loss = float(final[VAL_LOSS])
     metrics = {
-        "train_loss": history.train[-1]["train_loss"] if history.train else math.nan,
-        "val_loss": val_loss,
-        "val_perplexity": perplexity(val_loss),
-        "val_bpb": float(final.get("val_bpb", math.nan)),
+        TRAIN_LOSS: history.train[-1][TRAIN_LOSS] if history.train else math.nan,
+        VAL_LOSS: val_loss,
+        VAL_PERPLEXITY: perplexity(val_loss),
+        VAL_BPB: float(final.get(VAL_BPB, math.nan)),
         "tokens_per_s": history.tokens_seen / history.train_seconds if history.train_seconds else math.nan,
         "steps": t.max_steps,
         "tokens_seen": history.tokens_seen,
     }
-    metrics.update({name: float(value) for name, value in final.items() if "/" in name})  # per source
+    metrics.update({name: float(value) for name, value in final.items() if source_of(name) is not None})
     if trainer.is_global_zero:  # only rank 0's metrics are reported: the others skip the count
         metrics.update(unigram_baseline(data, inputs.vocabulary.size))
     metrics.update(recorder.speed(metrics["tokens_per_s"], trainer.world_size))
@@ -192,12 +199,12 @@ def unigram_baseline(data: TokenDataModule, vocab_size: int) -> dict[str, float]
     val_text_bytes = data.val_text_bytes
     tokens = sum(len(split) for split in data.val_splits)
     baseline = {
-        "unigram_perplexity": math.exp(sum(nats) / tokens),
-        "unigram_bpb": bits_per_byte(sum(nats), sum(val_text_bytes)),
+        UNIGRAM_PERPLEXITY: math.exp(sum(nats) / tokens),
+        UNIGRAM_BPB: bits_per_byte(sum(nats), sum(val_text_bytes)),
     }
     if len(data.names) > 1:
         for name, source_nats, text_bytes in zip(data.names, nats, val_text_bytes, strict=True):
-            baseline[f"unigram_bpb/{name}"] = bits_per_byte(source_nats, text_bytes)
+            baseline[per_source(UNIGRAM_BPB, name)] = bits_per_byte(source_nats, text_bytes)
     return baseline
 
 

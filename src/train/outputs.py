@@ -14,6 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from src.config import Params
+from src.models.metrics import (
+    UNIGRAM_BPB,
+    UNIGRAM_PERPLEXITY,
+    VAL_BPB,
+    VAL_LOSS,
+    VAL_PERPLEXITY,
+    per_source,
+    source_of,
+)
 from src.paths import resolve_path
 from src.train.loop import Outcome
 from src.train.mlflow_store import store_errors
@@ -29,8 +38,8 @@ SUMMARY_METRICS = (
     "steps",
     "tokens_per_s",
     "tokens_seen",
-    "unigram_perplexity",
-    "unigram_bpb",
+    UNIGRAM_PERPLEXITY,
+    UNIGRAM_BPB,
     "tflops",
     "mfu",
 )
@@ -38,7 +47,7 @@ SUMMARY_METRICS = (
 
 def is_summary(metric: str) -> bool:
     """One value per run (``SUMMARY_METRICS``, and the per-source unigram baselines)."""
-    return metric in SUMMARY_METRICS or metric.startswith("unigram_bpb/")
+    return metric in SUMMARY_METRICS or source_of(metric, UNIGRAM_BPB) is not None
 
 
 def check_output_locations(params: Params, root: Path) -> None:
@@ -92,21 +101,21 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
     log.info(
         "val perplexity %.1f, %.3f bits per byte (unigram baseline %.1f, %.3f), %s tokens at %.0f tokens/s "
         "(%s); see the runs: make ui",
-        metrics["val_perplexity"],
-        metrics["val_bpb"],
-        metrics["unigram_perplexity"],
-        metrics["unigram_bpb"],
+        metrics[VAL_PERPLEXITY],
+        metrics[VAL_BPB],
+        metrics[UNIGRAM_PERPLEXITY],
+        metrics[UNIGRAM_BPB],
         f"{metrics['tokens_seen']:,}",
         metrics["tokens_per_s"],
         _speed(metrics),
     )
-    for name in sorted(k[len("val_bpb/") :] for k in metrics if k.startswith("val_bpb/")):
+    for name in sorted(source for k in metrics if (source := source_of(k, VAL_BPB)) is not None):
         log.info(
             "  %s: val_loss %.4f, %.3f bits per byte (unigram baseline %.3f)",
             name,
-            metrics[f"val_loss/{name}"],
-            metrics[f"val_bpb/{name}"],
-            metrics.get(f"unigram_bpb/{name}", math.nan),
+            metrics[per_source(VAL_LOSS, name)],
+            metrics[per_source(VAL_BPB, name)],
+            metrics.get(per_source(UNIGRAM_BPB, name), math.nan),
         )
 
 

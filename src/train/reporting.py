@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from src.models.metrics import TRAIN_LOSS, VAL_BPB, VAL_LOSS, VAL_PERPLEXITY
 from src.utils.files import canonical_json, write_text_atomic
 
 
@@ -45,9 +46,9 @@ def write_plots(folder: Path, history: Any) -> None:
     give the same files (throughput, which varies, is in MLflow and metrics.json)."""
     val_rows = [{"step": step, **values} for step, values in sorted(history.val.items())]
     plots = (
-        ("train_loss.csv", ("step", "train_loss"), history.train),
+        ("train_loss.csv", ("step", TRAIN_LOSS), history.train),
         ("learning_rate.csv", ("step", "lr"), history.train),
-        ("val_loss.csv", ("step", "val_loss", "val_perplexity", *_val_columns(val_rows)), val_rows),
+        ("val_loss.csv", ("step", VAL_LOSS, VAL_PERPLEXITY, *_val_columns(val_rows)), val_rows),
     )
     for name, columns, rows in plots:
         buffer = io.StringIO()
@@ -88,8 +89,8 @@ def _val_columns(rows: list[dict]) -> tuple[str, ...]:
     row has (histories of older checkpoints may lack some)."""
     if not rows:
         return ()
-    shared = set.intersection(*(set(row) for row in rows)) - {"step", "val_loss", "val_perplexity"}
-    return tuple(sorted(shared, key=lambda name: (name != "val_bpb", name)))
+    shared = set.intersection(*(set(row) for row in rows)) - {"step", VAL_LOSS, VAL_PERPLEXITY}
+    return tuple(sorted(shared, key=lambda name: (name != VAL_BPB, name)))
 
 
 def _format(value: float | int) -> str:

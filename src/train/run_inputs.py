@@ -18,6 +18,7 @@ from src.data.raw_export import TRAIN, VALIDATION
 from src.data.token_files import (
     TOKENIZER_DIR,
     TokenFolder,
+    ValidationSources,
     check_tokenizer,
     read_token_manifest,
     verify_token_files,
@@ -27,7 +28,7 @@ from src.data.windows import windows_per_epoch
 from src.errors import ConfigError, PipelineError
 from src.models.causal_lm import Vocabulary
 from src.paths import PROJECT_ROOT, display_path
-from src.train.checkpoints import CheckpointState, code_fingerprint, run_fingerprint
+from src.train.checkpoints import CheckpointState, code_fingerprint, run_fingerprint, shaping_settings
 from src.utils.files import sha256_file
 from src.utils.flatten import flatten
 from src.utils.hub import check_folder_exists
@@ -47,7 +48,9 @@ class RunInputs:
     tokenizer: Any
     """The ``transformers`` tokenizer saved with the tokens."""
     settings: dict[str, str]
-    """Every params value, flattened (``train.lr`` -> ``"0.003"``): logged to MLflow, hashed for resume."""
+    """Every params value, flattened (``train.lr`` -> ``"0.003"``): the MLflow run's params."""
+    shaping: dict[str, str]
+    """:func:`~src.train.checkpoints.shaping_settings` of the params: what the fingerprint hashes."""
     inputs: dict[str, str]
     """Hashes of what training reads besides the settings: the tokenized data and the code."""
     fingerprint: str
@@ -64,6 +67,11 @@ class RunInputs:
     def vocabulary(self) -> Vocabulary:
         tokenizer = self.sources[0].manifest.tokenizer  # the same in every folder (checked)
         return Vocabulary(tokenizer.vocab_size, tokenizer.eos_id, self.tokenizer.bos_token_id)
+
+    @property
+    def validation(self) -> ValidationSources:
+        """The validation sources as the data module orders them, with their texts' UTF-8 bytes."""
+        return ValidationSources.of((source.name, source.manifest) for source in self.sources)
 
     @property
     def token_dirs(self) -> dict[str, Path]:
@@ -146,7 +154,7 @@ def prepare_run_inputs(params: Params, root: Path) -> RunInputs:
     if params.model.pretrained:
         check_folder_exists(params.model.pretrained, key="model.pretrained")  # loaded only after start
     sources = tuple(read_token_folder(params, root, name) for name in params.tokenize.datasets)
-    settings = flatten(as_plain_dict(params))
+    shaping = shaping_settings(params)
     inputs = {f"tokens of {source.name}": source.manifest_sha256 for source in sources}
     inputs["code"] = training_code_fingerprint()
     tokenizer = load_tokenizer_folder(
@@ -158,7 +166,8 @@ def prepare_run_inputs(params: Params, root: Path) -> RunInputs:
     return RunInputs(
         sources=sources,
         tokenizer=tokenizer,
-        settings=settings,
+        settings=flatten(as_plain_dict(params)),
+        shaping=shaping,
         inputs=inputs,
-        fingerprint=run_fingerprint(settings, inputs),
+        fingerprint=run_fingerprint(shaping, inputs),
     )

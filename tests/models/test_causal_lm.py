@@ -88,18 +88,17 @@ def test_validation_sums_the_loss_per_source_over_every_rank(tmp_path: Path) -> 
 
     import numpy as np
 
+    from src.data.token_files import ValidationSources
     from src.data.windows import IGNORE_INDEX, SourceValidation
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(n_layer=1, n_head=1, n_embd=8), Vocabulary(50, 0), 8, tmp_path)
-    module = CausalLM(model, TrainConfig(max_steps=10, warmup_steps=1)).eval()
+    told = ValidationSources(("a", "b"), (100, 57))
+    module = CausalLM(model, TrainConfig(max_steps=10, warmup_steps=1), told).eval()
     rng = np.random.default_rng(0)
     sources = [rng.integers(1, 50, 40).astype(np.uint16), rng.integers(1, 50, 23).astype(np.uint16)]
     windows = SourceValidation(sources, 8)
-    data = SimpleNamespace(names=["a", "b"], val_text_bytes=[100, 57])
-    module._trainer = SimpleNamespace(
-        datamodule=data, strategy=SimpleNamespace(reduce=lambda t, reduce_op: t)
-    )
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
     logged: dict[str, float] = {}
     module.log = lambda name, value, **_: logged.__setitem__(name, float(value))
 

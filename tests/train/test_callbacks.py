@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from src.config import ModelConfig, TrainConfig
 from src.data.windows import TokenWindows, WindowSampler
 from src.models.causal_lm import CausalLM, Vocabulary, build_model
-from src.train.callbacks import StepRecorder
+from src.train.callbacks import StepEnd, StepRecorder
 from src.train.history import History
 from src.train.trainer_settings import progress_bar, trainer_settings
 
@@ -133,3 +133,48 @@ def test_training_steps_read_nothing_off_the_device_between_the_recorders_reads(
         for value in bar.get_metrics(trainer, trainer.lightning_module).values()
         if not isinstance(value, str)
     )
+
+
+def test_a_step_checkpoints_after_its_validation_and_between_validations_too(tmp_path: Path) -> None:
+    """StepEnd: checkpoints every 3 steps whatever the validation interval (5); at a step that
+    validates (15), the checkpoint is written after the validation, so it holds the result."""
+    steps, context, batch, vocab = 15, 8, 2, 30
+    train = TrainConfig(
+        max_length=context,
+        batch_size=batch,
+        max_steps=steps,
+        warmup_steps=1,
+        eval_every=5,
+        checkpoint_every=3,
+    )
+    model = build_model(ModelConfig(n_layer=1, n_head=2, n_embd=16), Vocabulary(vocab, 0), context, tmp_path)
+    tokens = np.random.default_rng(0).integers(0, vocab, size=steps * batch * context + 1).astype(np.uint16)
+    sampler = WindowSampler(len(tokens), context, 0, start=0, length=steps * batch)
+    data = DataLoader(TokenWindows(tokens, context), batch_size=batch, sampler=sampler, drop_last=True)
+    validation = DataLoader(TokenWindows(tokens, context), batch_size=batch)
+    history = History()
+    recorder = StepRecorder(
+        history,
+        start_step=0,
+        max_steps=steps,
+        windows_per_step=batch,
+        max_length=context,
+        accumulate=1,
+        log_metrics=None,
+    )
+    saved: list[tuple[int, list[int], list[int]]] = []  # (step, steps trained, steps validated) at save
+
+    def save(trainer: L.Trainer, step: int) -> None:
+        saved.append((step, [int(row["step"]) for row in history.train], sorted(history.val)))
+
+    step_end = StepEnd(
+        save, recorder.record, start_step=0, max_steps=steps, eval_every=5, checkpoint_every=3, accumulate=1
+    )
+    placement = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+    trainer = L.Trainer(**trainer_settings(train, placement), callbacks=[recorder, step_end])
+    trainer.fit(CausalLM(model, train), train_dataloaders=data, val_dataloaders=validation)
+
+    assert [step for step, _, _ in saved] == [3, 6, 9, 12, 15]
+    for step, trained, validated in saved:
+        assert trained == list(range(1, step + 1))  # every step up to it, recorded before the save
+        assert validated == list(range(5, step + 1, 5))  # 15's own validation included

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from src.config import Params, load_params
 from src.errors import PipelineError
 from src.train.checkpoints import (
     CHECKPOINT_VERSION,
+    OPERATIONAL_KEYS,
     CheckpointState,
     code_fingerprint,
     describe_change,
@@ -26,9 +30,12 @@ from src.train.checkpoints import (
 )
 from src.train.history import History
 from src.utils.files import sha256_file
+from src.utils.flatten import flatten
+from src.utils.typed_config import as_plain_dict
 
 NONE_VERIFIES = "no checkpoint that verifies: starting afresh"
-SETTINGS = {"train.lr": "0.003", "train.seed": "0", "train.resume": "auto"}
+#: Shaping settings (:func:`shaping_settings` of some params), as a checkpoint and the fingerprint hold them.
+SETTINGS = {"train.lr": "0.003", "train.seed": "0"}
 INPUTS = {"tokenized data": "t1", "code": "c1"}
 
 
@@ -38,7 +45,7 @@ def state(step: int, settings: dict[str, str] = SETTINGS, inputs: dict[str, str]
     )
     return CheckpointState(
         fingerprint=run_fingerprint(settings, inputs),
-        settings=shaping_settings(settings),
+        settings=settings,
         inputs=inputs,
         step=step,
         model={"w": torch.full((2, 2), float(step))},
@@ -81,8 +88,6 @@ def test_newest_k_are_kept_and_the_newest_resumes(tmp_path: Path) -> None:
     resumed, reason = find_resumable(tmp_path, SETTINGS, INPUTS)
     assert resumed is not None and resumed.step == 30 and "step 30" in reason
     assert torch.equal(resumed.model["w"], torch.full((2, 2), 30.0))
-    operational = {**SETTINGS, "train.resume": "never"}  # does not change the numbers
-    assert find_resumable(tmp_path, operational, INPUTS)[0].step == 30
 
 
 def test_a_checkpoint_of_other_settings_in_the_folder_is_refused_and_kept(tmp_path: Path) -> None:
@@ -191,9 +196,19 @@ def test_an_edit_that_cannot_change_numbers_keeps_a_checkpoint_resumable(tmp_pat
     assert code_fingerprint(files, tmp_path) != before
 
 
+def params_with(**sections: dict[str, Any]) -> Params:
+    """The project's params with some fields of some sections changed (``train={"lr": 1e-3}``)."""
+    params = load_params()
+    changes = {name: dataclasses.replace(getattr(params, name), **edits) for name, edits in sections.items()}
+    return dataclasses.replace(params, **changes)
+
+
 def test_the_operational_settings_do_not_shape_a_run() -> None:
-    changed = {**SETTINGS, "train.resume": "never"}
-    assert run_fingerprint(changed, INPUTS) == run_fingerprint(SETTINGS, INPUTS)
+    shaped = shaping_settings(load_params())
+    for operational in ({"train": {"resume": "never"}}, {"mlflow": {"experiment_name": "other"}}):
+        assert shaping_settings(params_with(**operational)) == shaped
+    assert shaping_settings(params_with(train={"seed": 1})) != shaped
+    assert set(OPERATIONAL_KEYS) <= set(flatten(as_plain_dict(load_params())))  # each names a setting
     assert run_fingerprint({**SETTINGS, "train.seed": "1"}, INPUTS) != run_fingerprint(SETTINGS, INPUTS)
     assert run_fingerprint(SETTINGS, {**INPUTS, "tokenized data": "t2"}) != run_fingerprint(SETTINGS, INPUTS)
 
@@ -276,13 +291,12 @@ def test_a_checkpoint_resumes_under_any_split_of_the_same_global_batch() -> None
     """batch_size x accumulate_grad_batches x Ray workers: only the product shapes the run."""
 
     def settings(batch: int, accumulate: int, workers: int, use_ray: bool = True) -> dict[str, str]:
-        return {
-            **SETTINGS,
-            "train.batch_size": str(batch),
-            "train.accumulate_grad_batches": str(accumulate),
-            "ray.num_workers": str(workers),
-            "ray.use_ray": str(use_ray),
-        }
+        return shaping_settings(
+            params_with(
+                train={"batch_size": batch, "accumulate_grad_batches": accumulate},
+                ray={"num_workers": workers, "use_ray": use_ray},
+            )
+        )
 
     two_workers = run_fingerprint(settings(2, 1, 2), INPUTS)
     assert run_fingerprint(settings(4, 1, 1), INPUTS) == two_workers
@@ -292,6 +306,6 @@ def test_a_checkpoint_resumes_under_any_split_of_the_same_global_batch() -> None
     assert run_fingerprint(settings(4, 1, 8, use_ray=False), INPUTS) != run_fingerprint(
         settings(4, 1, 8), INPUTS
     )
-    assert shaping_settings(settings(4, 1, 8, use_ray=False))["train.global_batch"] == "4"
+    assert settings(4, 1, 8, use_ray=False)["train.global_batch"] == "4"
     written = state(10, settings(2, 1, 2))
     assert describe_change(written, settings(2, 1, 1), INPUTS) == "train.global_batch: 4 -> 2"

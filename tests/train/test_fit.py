@@ -178,10 +178,15 @@ def test_losses_read_every_few_steps_as_on_a_gpu_give_the_same_record_and_mfu_wi
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "checkpoint_every",
+    [20, 15],  # 15: the checkpoints are not tied to validation; the first is at a step that has none
+    ids=["at-validation-steps", "between-validations"],
+)
 def test_killed_run_resumes_exactly(
-    metric_history, make_params, train_command, curve, mlflow_runs, tmp_path: Path
+    checkpoint_every: int, metric_history, make_params, train_command, curve, mlflow_runs, tmp_path: Path
 ) -> None:
-    settings = {"max_steps": 100, "eval_every": 10, "checkpoint_every": 20}
+    settings = {"max_steps": 100, "eval_every": 10, "checkpoint_every": checkpoint_every}
     dropout = {"dropout": 0.1}  # dropout draws random numbers: resume must restore the RNG too
     straight = make_params(tmp_path / "straight", model=dropout, **settings)
     killed = make_params(tmp_path / "killed", model=dropout, **settings)

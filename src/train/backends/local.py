@@ -60,9 +60,9 @@ class LocalBackend:
         if self.params.train.resume != "auto":
             return None
         folder = self.configuration_folder(inputs)
-        resumed, reason = find_resumable(folder, inputs.settings, inputs.inputs)
+        resumed, reason = find_resumable(folder, inputs.shaping, inputs.inputs)
         if resumed is None and not list_checkpoints(folder):
-            reason = nearest_other_configuration(self.checkpoint_root, folder, inputs.settings, inputs.inputs)
+            reason = nearest_other_configuration(self.checkpoint_root, folder, inputs.shaping, inputs.inputs)
         log.info("resume: %s", reason)
         return resumed
 

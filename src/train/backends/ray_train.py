@@ -143,7 +143,7 @@ class RayBackend:
         self.resume_from, state = found if found else (None, None)
         if state is None:  # and what differs from the checkpoints kept (a changed global batch, say)
             base = Path(self.storage)
-            change = nearest_other_configuration(base, current, inputs.settings, inputs.inputs, RAY_PREFIX)
+            change = nearest_other_configuration(base, current, inputs.shaping, inputs.inputs, RAY_PREFIX)
             log.info("resume: %s", change.replace("checkpoint", "Ray checkpoint", 1))
         else:
             log.info("resume: from the Ray checkpoint at step %d in %s", state.step, display_path(current))
