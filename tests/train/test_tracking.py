@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from src.errors import PipelineError
-from src.train.mlflow_store import store_errors
 from src.train.tracking import HOST_TAG, PID_TAG, RunTracker
 
 
@@ -131,18 +130,6 @@ def test_a_store_that_cannot_be_used_is_one_line_naming_it(tmp_path: Path) -> No
     assert database.read_bytes() == b"no database here\n" * 100
 
 
-def test_a_read_only_store_says_so() -> None:
-    """What SQLite reports for a read-only file (the superuser writes anyway, so it is raised here)."""
-    from sqlalchemy.exc import OperationalError
-
-    with pytest.raises(PipelineError) as caught, store_errors("sqlite:////data/mlflow.db"):
-        raise OperationalError("INSERT ...", {}, Exception("attempt to write a readonly database"))
-    assert str(caught.value) == (
-        "mlflow.tracking_uri: cannot use the MLflow store /data/mlflow.db (attempt to write a readonly "
-        "database); make it (and its folder) writable, or set mlflow.tracking_uri to another store"
-    )
-
-
 def train_loss_steps(tracker: RunTracker) -> list[int]:
     return sorted(m.step for m in tracker.client.get_metric_history(tracker.run_id, "train_loss"))
 
@@ -202,27 +189,6 @@ def test_the_driver_completes_what_rank_0_could_not_send_before_it_ended(tmp_pat
     del worker  # steps 3 and 4 never left the worker
     driver.complete([({"train_loss": 1 / step}, step) for step in (1, 2, 3, 4)])
     assert train_loss_steps(driver) == [1, 2, 3, 4]
-
-
-def test_a_store_that_fails_after_training_is_one_line_saying_the_outputs_are_kept() -> None:
-    from mlflow.exceptions import MlflowException
-
-    refused = (
-        "API request to http://bob:hunter2@mlflow.example:5000/api/2.0/mlflow/runs/get failed with exception "
-        "HTTPConnectionPool(host='mlflow.example', port=5000): Max retries exceeded (Caused by "
-        "NewConnectionError('<urllib3.connection.HTTPConnection object>: Failed to establish a new "
-        "connection: [Errno 111] Connection refused'))"
-    )
-    with (
-        pytest.raises(PipelineError) as caught,
-        store_errors("http://bob:hunter2@mlflow.example:5000", ending=True),
-    ):
-        raise MlflowException(refused)
-    assert str(caught.value) == (
-        "mlflow.tracking_uri: cannot reach the MLflow server http://***@mlflow.example:5000 ([Errno 111] "
-        "Connection refused); the model, metrics.json and checkpoints are written; start it, then run the "
-        "same command (or dvc repro) again: it resumes from the last checkpoint and completes the MLflow run"
-    )
 
 
 def test_a_server_gone_when_the_run_ends_is_one_line_and_never_hides_the_error_that_ended_it(
