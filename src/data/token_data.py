@@ -96,11 +96,6 @@ class TokenDataModule(L.LightningDataModule):
         """What the causal LM is told of the validation batches (after :meth:`setup`)."""
         return ValidationSources.of(zip(self.names, self.manifests, strict=True))
 
-    @property
-    def val_text_bytes(self) -> list[int]:
-        """UTF-8 bytes of each source's validation text (what bits per byte divide by)."""
-        return [manifest.splits[VALIDATION].text_bytes for manifest in self.manifests]
-
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer  # set by Lightning when it runs this module; None in a notebook
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)

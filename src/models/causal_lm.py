@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from src.config import ModelConfig, TrainConfig
+from src.data.token_data import TokenDataModule
 from src.data.token_files import ValidationSources
 from src.data.windows import IGNORE_INDEX
 from src.errors import ConfigError
@@ -131,6 +132,14 @@ class CausalLM(L.LightningModule):
         self._val_count.index_add_(0, source, scored.reshape(1))
 
     def on_validation_epoch_start(self) -> None:
+        data = getattr(self._trainer, "datamodule", None)
+        if isinstance(data, TokenDataModule) and data.validation_sources.names != self.validation.names:
+            # Its batches' source ids index these names: other sources would be summed out of range.
+            raise ConfigError(
+                f"CausalLM: built for the validation sources {list(self.validation.names)}, but the data "
+                f"module validates on {list(data.validation_sources.names)}; build it with "
+                "CausalLM(model, train, data.validation_sources)"
+            )
         sources = len(self.validation.names)
         self._val_sum = torch.zeros(sources, device=self.device, dtype=torch.float64)
         self._val_count = torch.zeros(sources, device=self.device, dtype=torch.int64)

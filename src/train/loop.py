@@ -196,14 +196,14 @@ def unigram_baseline(data: TokenDataModule, vocab_size: int) -> dict[str, float]
     """The unigram model of the training data (the sources mixed by weight) on the validation text: its
     perplexity and bits per byte overall, and bits per byte per source when there are several."""
     nats = unigram_nats(data.train_splits, data.val_splits, vocab_size, data.weights)  # per source
-    val_text_bytes = data.val_text_bytes
+    sources = data.validation_sources
     tokens = sum(len(split) for split in data.val_splits)
     baseline = {
         UNIGRAM_PERPLEXITY: math.exp(sum(nats) / tokens),
-        UNIGRAM_BPB: bits_per_byte(sum(nats), sum(val_text_bytes)),
+        UNIGRAM_BPB: bits_per_byte(sum(nats), sum(sources.text_bytes)),
     }
-    if len(data.names) > 1:
-        for name, source_nats, text_bytes in zip(data.names, nats, val_text_bytes, strict=True):
+    if len(sources.names) > 1:
+        for name, source_nats, text_bytes in zip(sources.names, nats, sources.text_bytes, strict=True):
             baseline[per_source(UNIGRAM_BPB, name)] = bits_per_byte(source_nats, text_bytes)
     return baseline
 

@@ -180,3 +180,28 @@ def test_a_pretrained_model_with_code_of_its_own_loads_only_when_trusted(tmp_pat
     trusted = ModelConfig(pretrained=str(folder), trust_remote_code=True)
     model = build_model(trusted, Vocabulary(40, 0), 16, tmp_path)
     assert type(model).__name__ == "MarkerForCausalLM" and marker.exists()
+
+
+def test_a_module_built_for_other_validation_sources_than_its_data_is_one_line(tmp_path: Path) -> None:
+    """Told one source, validating on a data module of two: the batches' source ids would index past
+    the sums (an IndexError on the CPU, a device assert on a GPU); one line says what to pass instead."""
+    from types import SimpleNamespace
+
+    from src.data.token_data import TokenDataModule
+    from src.data.token_files import ValidationSources
+
+    class TwoSources(TokenDataModule):
+        def __init__(self) -> None:  # only what the check reads
+            pass
+
+        validation_sources = ValidationSources(("kjv", "notes"), (100, 50))
+
+    model = build_model(ModelConfig(n_layer=1, n_head=1, n_embd=8), Vocabulary(50, 0), 8, tmp_path)
+    module = CausalLM(model, TrainConfig())
+    module._trainer = SimpleNamespace(datamodule=TwoSources())
+    with pytest.raises(ConfigError, match=r"^CausalLM: built for the validation sources \['validation'\], "):
+        module.on_validation_epoch_start()
+    told = CausalLM(model, TrainConfig(), TwoSources.validation_sources)
+    told._trainer = SimpleNamespace(datamodule=TwoSources())
+    told.on_validation_epoch_start()  # told the data's own sources: nothing to refuse
+    assert told._val_sum.shape == (2,)
