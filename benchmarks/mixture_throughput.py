@@ -21,13 +21,14 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
 from default_data import default_data  # benchmarks/default_data.py, beside this script
 from train_throughput import lightning_rate
 
-from src.config import load_params
+from src.config import PARAMS_FILE, load_params
 from src.data.token_data import TokenDataModule
 from src.models.causal_lm import CausalLM, build_model
 
@@ -47,8 +48,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per run")
     parser.add_argument("--repeats", type=int, default=5, help="training runs of each kind, alternated")
+    parser.add_argument(
+        "--params", type=Path, default=PARAMS_FILE, help="params file (default: the project's params.yaml)"
+    )
     args = parser.parse_args()
-    params = load_params()
+    params = load_params(args.params)
     t = params.train
     token_dir, manifest, vocab, single = default_data(params)
     name = manifest.source.dataset

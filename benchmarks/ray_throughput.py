@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from src.config import PARAMS_FILE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -96,9 +98,12 @@ def main() -> None:
         action="store_true",
         help="track into an MLflow file store (for machines with mlflow-skinny only)",
     )
+    parser.add_argument(
+        "--params", type=Path, default=PARAMS_FILE, help="params file (default: the project's params.yaml)"
+    )
     args = parser.parse_args()
 
-    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    base = yaml.safe_load(args.params.read_text())
     gpu = args.device == "gpu"
     batch = args.batch_size or base["train"]["batch_size"]
     base["train"].update(

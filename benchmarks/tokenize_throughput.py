@@ -18,10 +18,8 @@ process) and whether its ids equal the Hugging Face tokenizer's, per document.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,31 +28,30 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
+from bench_support import export_documents, last_json_line, run_child  # beside this script
 
-from src.config import available_cores, load_params
+from src.config import PARAMS_FILE, available_cores, load_params
 from src.data.encoding import CHUNK_BYTES, iter_document_chunks, iter_documents
 from src.data.fast_encoder import build_encoder, document_frame
-from src.data.manifests import ExportSplit
 from src.data.raw_export import read_manifest
 from src.data.token_files import read_token_manifest
 from src.data.tokenize_corpus import tokenize_export
 from src.data.tokenizer_setup import train_bpe
+from src.paths import PROJECT_ROOT
 
 BLOCK_SIZE = 128
 
 
 def repeated_export(source: Path, target: Path, times: int) -> Path:
-    """An export folder holding ``source``'s splits repeated ``times`` times."""
-    target.mkdir(parents=True)
+    """An export folder holding ``source``'s splits repeated ``times`` times, written by the download
+    stage's own code (file hashes in its manifest, as the tokenize stage checks them)."""
     manifest = read_manifest(source)
-    splits = {}
-    for split, info in manifest.splits.items():
-        data = (source / info.file).read_bytes()
-        with open(target / info.file, "wb") as handle:
-            for _ in range(times):
-                handle.write(data)
-        splits[split] = ExportSplit(info.file, info.rows * times, sha256="")  # (not checked here)
-    (target / "manifest.json").write_text(dataclasses.replace(manifest, splits=splits).to_json())
+
+    def repeated(file: str):
+        for _ in range(times):
+            yield from iter_documents(source / file)
+
+    export_documents({split: repeated(info.file) for split, info in manifest.splits.items()}, target)
     return target
 
 
@@ -76,10 +73,7 @@ def stage_child(export: str, tokenizer_dir: str, out: str, threads: int) -> None
 def run_stage(export: Path, tokenizer_dir: Path, out: Path, threads: int, runs: int) -> dict:
     """Best time and highest peak RSS of ``runs`` fresh processes running the stage's code."""
     command = [sys.executable, __file__, "--child", str(export), str(tokenizer_dir), str(out), str(threads)]
-    results = []
-    for _ in range(runs):
-        result = subprocess.run(command, capture_output=True, text=True, check=True)
-        results.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    results = [last_json_line(run_child(command)) for _ in range(runs)]
     best = min(results, key=lambda r: r["seconds"])
     return {**best, "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
 
@@ -153,17 +147,22 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each timing; the best counts")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--params", type=Path, default=PARAMS_FILE, help="params file (default: the project's params.yaml)"
+    )
     args = parser.parse_args()
     if args.child:
         stage_child(*args.child[:3], int(args.child[3]))
         return
 
-    params = load_params()
+    params = load_params(args.params)
     source = params.paths.raw_dir() / params.tokenize.datasets[0]
     if not (source / "manifest.json").is_file():
         sys.exit(f"{source}: no export; run `dvc repro download` first")
     threads = available_cores()
-    with tempfile.TemporaryDirectory(prefix="tokbench-", dir=params.paths.raw_dir().parent) as scratch:
+    scratch_root = PROJECT_ROOT / "tmp"  # the project's scratch folder: the data folder may be shared
+    scratch_root.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tokbench-", dir=scratch_root) as scratch:
         work = Path(scratch)
         small = repeated_export(source, work / "x1", 1)
         large = repeated_export(source, work / f"x{args.repeat}", args.repeat)

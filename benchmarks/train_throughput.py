@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import lightning as L
 import torch
 from default_data import default_data  # benchmarks/default_data.py, beside this script
 from training_paths import alternating_rounds, fitted_to, plain_rate, project_rate  # beside this script
 
-from src.config import load_params
+from src.config import PARAMS_FILE, load_params
 from src.models.causal_lm import CausalLM, build_model
 
 WARMUP_STEPS = 5
@@ -33,8 +34,11 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=1, help="rounds of both paths, in alternating order; medians reported"
     )
+    parser.add_argument(
+        "--params", type=Path, default=PARAMS_FILE, help="params file (default: the project's params.yaml)"
+    )
     args = parser.parse_args()
-    params = load_params()
+    params = load_params(args.params)
     token_dir, _, vocab, data = default_data(params)
     total = WARMUP_STEPS + args.steps
     # Both paths on the CPU, whatever train.accelerator says (gpu_throughput.py measures GPUs).
