@@ -52,6 +52,12 @@ def kill_point(name: str) -> None:
         _pause(wanted)
 
 
+def armed() -> bool:
+    """Whether any point is armed in this process: a loop that hits a point per row checks this once,
+    not the environment per row (three lookups per row cost more than writing the row)."""
+    return any(os.environ.get(variable) for variable in (KILL_AT, HANG_AT, PAUSE_AT))
+
+
 def _pause(wanted: str) -> None:
     release = os.environ.get(PAUSE_UNTIL)
     if not release:

@@ -88,3 +88,49 @@ def test_fast_line_parser_agrees_with_json() -> None:
         block = b"".join(line for t in texts if (line := document_line(t)))
         assert parse_document_lines(block) == [json.loads(line)["text"] for line in block.splitlines()]
     assert parse_document_lines(b"") == []
+
+
+def test_export_lines_are_the_json_dumps_lines_byte_for_byte() -> None:
+    """The export writes lines a batch at a time with json's own string encoder; the bytes must be
+    the ones ``json.dumps`` gave before (the export's DVC hash), whatever the text holds."""
+    from src.data.raw_export import document_lines
+
+    texts = [
+        "In the beginning", "naïve café 東京 🎉", 'a "quoted" word', "two\nlines", "back\\slash",
+        "tab\there", "\x00\x1f\x7f control", "\u2028line separator\u2029", '"}\n{"text": "', "  spaces  ",
+        "", "   ", None, 7,
+    ]  # fmt: skip
+    expected = [
+        json.dumps({"text": t}, ensure_ascii=False) + "\n" if isinstance(t, str) and t.strip() else None
+        for t in texts
+    ]
+    assert document_lines(texts) == expected
+
+
+def test_the_column_wise_lines_are_the_row_wise_lines_byte_for_byte() -> None:
+    """The export encodes Arrow columns column-wise: every kind of text (escapes, control
+    characters, every Unicode space, blank and null rows) gives the bytes json.dumps gives."""
+    import random
+
+    import pyarrow as pa
+
+    from src.data.raw_export import PYTHON_SPACES, _route, arrow_document_lines, document_lines
+
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    assert [ord(c) for c in spaces] == list(PYTHON_SPACES)
+    texts = [
+        "In the beginning", 'say "hi"', "back\\slash", "a\nb\rc\td\be\ff", "\x00\x01\x0b\x1f\x7f",
+        "東京 🎉 naïve",
+        "\u2028\u2029", "", " ", None, *spaces, "".join(spaces), "".join(spaces) + "x", "\x1c\x1d", "x\x1c",
+    ]  # fmt: skip
+    rng = random.Random(0)
+    alphabet = [*spaces, "\\", '"', "\x00", "\x08", "\x0c", "\x7f", "a", "é", "東", "🎉", "\ud7ff", "\ue000"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(2000)]
+    for kind in (pa.string(), pa.large_string()):
+        lines, content = arrow_document_lines(pa.array(texts, kind))
+        kept = [line if keep else None for line, keep in zip(lines.to_pylist(), content, strict=True)]
+        assert kept == document_lines(texts)
+    mask = np.array([i % 3 == 0 for i in range(len(texts))])
+    by_arrow = _route(pa.array(texts), ["train", "validation"], mask, 0)
+    assert by_arrow == _route(texts, ["train", "validation"], mask, 0)
+    assert _route(pa.array(texts), ["test"], None, 0) == _route(texts, ["test"], None, 0)
