@@ -6,16 +6,25 @@ under ``<cache_dir>/raw`` (prepared Arrow files in
 reused when valid; ``force_redownload`` fetches and rebuilds everything. Each
 dataset is then exported to ``<cache_dir>/raw/<dataset>/`` (see
 :mod:`src.data.raw_export`), the download stage's output.
+
+A source that is already files on this machine (local files, ``package://``) keeps no Arrow
+copy: it is prepared in a scratch cache beside the export and that is deleted once the export
+is written. The copy would double the disk a corpus takes and would never be reused: its
+fingerprint holds the files' mtimes, and DVC re-runs the stage only when the files changed.
+Hub datasets and URLs keep the cache (it is their download).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from src.config import DatasetSpec, Params
+from src.config import DatasetSpec, Params, available_cores
 from src.data.download_cache import drop_corrupted_downloads, find_cached_download, record_downloads
 from src.data.manifests import ExportManifest, ExportSource
 from src.data.raw_export import VALIDATION, EmptySplitError, plan_splits, write_export
@@ -80,7 +89,40 @@ def download_dataset(
             "(the folder that holds them) so that editing them re-runs its download",
             key,
         )
-    dataset = _load(key, spec, source, raw, mode, offline)
+    with _arrow_cache(raw, name, source) as arrow_cache:
+        return _load_and_export(key, name, spec, source, arrow_cache, mode, offline, raw / name)
+
+
+@contextmanager
+def _arrow_cache(raw: Path, name: str, source: ResolvedSource) -> Iterator[Path]:
+    """Where ``load_dataset`` prepares ``source``: ``raw`` itself, or for local files a scratch
+    folder beside the export, deleted afterwards (and, left by a killed run, at the next one)."""
+    if source.kind != "files" or source.urls:
+        yield raw
+        return
+    for stale in raw.glob(f".{name}.arrow-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    raw.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{name}.arrow-", dir=raw))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _load_and_export(
+    key: str,
+    name: str,
+    spec: DatasetSpec,
+    source: ResolvedSource,
+    cache: Path,
+    mode: Any,
+    offline: bool,
+    target: Path,
+) -> Path:
+    """Load through ``cache``, check what was loaded, and write the export to ``target``."""
+    raw = target.parent
+    dataset = _load(key, spec, source, cache, mode, offline)
     _check_text_column(key, spec.text_column, dataset)
     _check_downloaded_text(key, spec, source, raw / "downloads")
     _check_texts_present(key, spec, source, dataset)
@@ -109,9 +151,9 @@ def download_dataset(
         ),
         splits={},  # write_export fills them in
     )
-    target = raw / name
     try:
-        written = write_export(dataset, spec.text_column, plans, target, manifest)
+        unmapped = {split: UnmappedSplit(ds) for split, ds in dataset.items()}
+        written = write_export(unmapped, spec.text_column, plans, target, manifest)
     except EmptySplitError as error:
         raise _empty_split_error(key, spec, error.split, row_counts) from None
     rows = ", ".join(f"{split} {info.rows}" for split, info in written.splits.items())
@@ -161,8 +203,9 @@ def _load_or_rebuild(key: str, source: ResolvedSource, raw: Path, mode: Any, *, 
     """Load as ``mode`` says; if the prepared Arrow cache cannot be read, rebuild it once from the sources."""
     from datasets import DownloadMode, load_dataset
 
+    workers = _prepare_workers(source)
     try:
-        return load_dataset(**source.load_args, cache_dir=str(raw), download_mode=mode)
+        return load_dataset(**source.load_args, cache_dir=str(raw), download_mode=mode, num_proc=workers)
     except ConnectionError:
         raise
     except (OSError, ValueError) as error:
@@ -170,7 +213,54 @@ def _load_or_rebuild(key: str, source: ResolvedSource, raw: Path, mode: Any, *, 
         if not retry or mode == DownloadMode.FORCE_REDOWNLOAD or _failed_url(error, source.urls):
             raise
         log.warning("%s: the cached copy could not be read (%s); rebuilding it", key, first_line(error))
-    return load_dataset(**source.load_args, cache_dir=str(raw), download_mode=DownloadMode.FORCE_REDOWNLOAD)
+    return load_dataset(
+        **source.load_args, cache_dir=str(raw), download_mode=DownloadMode.FORCE_REDOWNLOAD, num_proc=workers
+    )
+
+
+def _prepare_workers(source: ResolvedSource) -> int | None:
+    """Processes that prepare a source of several local files, one file at a time each (every core:
+    parsing is most of a download's time). The rows keep their order, so the export is the same."""
+    files = len(source.local_files)
+    workers = min(available_cores(), files)
+    return workers if source.kind == "files" and not source.urls and workers > 1 else None
+
+
+class UnmappedSplit:
+    """A prepared split read batch by batch from its Arrow files, not through the memory map
+    ``datasets`` reads them with: mapped pages that were read stay in the process's resident
+    memory, so an export of a 1 GB corpus would peak at over 1 GB. The same rows, in order."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.files = _whole_files(dataset)
+
+    def iter(self, batch_size: int) -> Iterator[dict[str, list[Any]]]:
+        import pyarrow as pa
+
+        if self.files is None:  # a selection or a reshaping of the files' rows: read it as it is
+            yield from self.dataset.iter(batch_size=batch_size)
+            return
+        columns = self.dataset.column_names  # as pyarrow arrays: the export encodes them column-wise
+        for file in self.files:
+            with pa.OSFile(file) as handle:
+                for batch in pa.ipc.open_stream(handle):
+                    yield {name: batch.column(name) for name in columns}
+
+
+def _whole_files(dataset: Any) -> list[str] | None:
+    """The Arrow files whose rows, one file after another, are ``dataset`` (None when it is anything
+    else: a slice, a selection, columns joined from several files, a table in memory)."""
+    from datasets.table import ConcatenationTable, MemoryMappedTable
+
+    table = dataset.data
+    rows = table.blocks if isinstance(table, ConcatenationTable) else [[table]]
+    if dataset._indices is not None or any(len(row) != 1 for row in rows):
+        return None
+    blocks = [row[0] for row in rows]
+    if not all(isinstance(block, MemoryMappedTable) and not block.replays for block in blocks):
+        return None
+    return [block.path for block in blocks]
 
 
 def _failed_url(error: BaseException, urls: tuple[str, ...]) -> str | None:

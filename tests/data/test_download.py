@@ -77,16 +77,30 @@ def test_local_text_and_json_files(tmp_path: Path) -> None:
     assert len(validation) == 10 and sorted(train + validation) == sorted(r["body"] for r in rows)
 
 
-def test_second_run_reuses_the_cache_and_rebuilds_nothing(
-    folder_bytes, tmp_path: Path, kjv: DatasetSpec
-) -> None:
-    export = download_dataset("kjv", kjv, tmp_path)
+def test_second_run_reuses_the_cache_and_rebuilds_nothing(folder_bytes, tmp_path: Path, http_server) -> None:
+    url, _ = served_corpus(http_server)
+    remote = spec(path="json", data_files=url)
+    export = download_dataset("remote", remote, tmp_path)
     raw = tmp_path / "raw"
     before, first_export = arrow_snapshot(raw), folder_bytes(export)
     assert before, "the first run prepares Arrow files"
-    download_dataset("kjv", kjv, tmp_path)
+    download_dataset("remote", remote, tmp_path)
     assert arrow_snapshot(raw) == before
     assert folder_bytes(export) == first_export
+
+
+def test_files_on_this_machine_keep_no_arrow_copy(folder_bytes, tmp_path: Path, kjv: DatasetSpec) -> None:
+    """A local or package file is prepared in a scratch cache that goes once the export is written
+    (a second copy of the corpus that would never be reused), also when a killed run left one."""
+    export = download_dataset("kjv", kjv, tmp_path / "one")
+    assert not arrow_snapshot(tmp_path / "one" / "raw")
+    assert sorted(p.name for p in (tmp_path / "one" / "raw").iterdir()) == ["kjv"]
+    left = tmp_path / "two" / "raw" / ".kjv.arrow-killed"
+    (left / "json").mkdir(parents=True)
+    (left / "json" / "data.arrow").write_bytes(b"left by a killed run")
+    again = download_dataset("kjv", kjv, tmp_path / "two")
+    assert not left.exists()
+    assert folder_bytes(again) == folder_bytes(export)
 
 
 def test_export_is_byte_identical_across_fresh_caches(folder_bytes, tmp_path: Path, kjv: DatasetSpec) -> None:
@@ -103,12 +117,15 @@ def test_changing_the_split_changes_the_export(folder_bytes, tmp_path: Path, kjv
     assert one["train.jsonl"] != two["train.jsonl"]
 
 
-def test_damaged_arrow_cache_is_rebuilt(folder_bytes, tmp_path: Path, kjv: DatasetSpec) -> None:
-    export = download_dataset("kjv", kjv, tmp_path)
+def test_damaged_arrow_cache_is_rebuilt(folder_bytes, tmp_path: Path, http_server) -> None:
+    url, _ = served_corpus(http_server)
+    remote = spec(path="json", data_files=url)
+    export = download_dataset("remote", remote, tmp_path)
     good = folder_bytes(export)
-    (arrow,) = (tmp_path / "raw").rglob("*.arrow")
-    arrow.write_bytes(arrow.read_bytes()[:1000])
-    download_dataset("kjv", kjv, tmp_path)
+    (arrow,) = arrow_snapshot(tmp_path / "raw")
+    arrow_file = tmp_path / "raw" / arrow
+    arrow_file.write_bytes(arrow_file.read_bytes()[:1000])
+    download_dataset("remote", remote, tmp_path)
     assert folder_bytes(export) == good
 
 
@@ -415,3 +432,27 @@ def test_a_split_left_without_documents_is_refused_and_the_last_export_kept(
     ):
         download_dataset("small", spec(path="json", data_files=str(corpus)), tmp_path / "cache")
     assert folder_bytes(export) == good
+
+
+def test_the_export_reads_the_prepared_rows_in_order_without_the_memory_map(tmp_path: Path) -> None:
+    """The export reads the Arrow files from disk (a memory-mapped read would keep every page of the
+    corpus resident): the rows, their order and the columns are the dataset's own, shards included."""
+    from datasets import load_dataset
+
+    from src.data.download import UnmappedSplit
+
+    files = []
+    for shard in range(3):
+        files.append(tmp_path / f"part-{shard}.txt")
+        files[-1].write_text("".join(f"row {shard}-{i}\n" for i in range(2500)))
+    loaded = load_dataset(
+        "text", data_files=[str(f) for f in files], cache_dir=str(tmp_path / "c"), num_proc=2
+    )
+    dataset = loaded["train"]
+    assert len(dataset.cache_files) == 2  # one Arrow file per preparing process
+    assert UnmappedSplit(dataset).files == [f["filename"] for f in dataset.cache_files]
+    read = [row for batch in UnmappedSplit(dataset).iter(1000) for row in batch["text"].to_pylist()]
+    assert read == list(dataset["text"])
+    selected = dataset.select(range(10, 20))  # a slice of the files: read through datasets itself
+    assert UnmappedSplit(selected).files is None
+    assert [t for batch in UnmappedSplit(selected).iter(4) for t in batch["text"]] == list(selected["text"])
