@@ -253,3 +253,44 @@ def test_gpt2s_special_token_configuration_end_to_end(dvc, dvc_project: Path, gp
     assert (manifest["document_start"], manifest["document_end"]) == ([], [399])
     metrics = json.loads((dvc_project / "metrics.json").read_text())
     assert metrics["steps"] == 20 and metrics["val_loss"] < 6.0  # below ln(400): it learned something
+
+
+def cache_objects(project: Path) -> dict[Path, str]:
+    """Every object in DVC's cache and the MD5 of its bytes (DVC names an object by that MD5)."""
+    import hashlib
+
+    root = project / ".dvc" / "cache" / "files" / "md5"
+    return {path: hashlib.md5(path.read_bytes()).hexdigest() for path in root.rglob("*") if path.is_file()}
+
+
+def test_outputs_are_linked_into_the_cache_and_a_rewrite_never_changes_an_object(
+    dvc, dvc_project: Path, folder_bytes
+) -> None:
+    """``cache.type`` links outputs into DVC's cache (one copy of the bytes on disk, not two). That is
+    safe only if no stage writes into an output's files in place: every output is written under a
+    new name and swapped in whole, so a re-run leaves each cache object's bytes as they were, and
+    the old version checks out again byte for byte."""
+    export = dvc_project / "data" / "main_cache" / "raw" / "kjv"
+    params = dvc_project / "params.yaml"
+    default = params.read_text()
+
+    def repro_with_fraction(fraction: str) -> None:
+        params.write_text(default.replace("validation_fraction: 0.02", f"validation_fraction: {fraction}"))
+        dvc(dvc_project, "repro", "tokenize@kjv")
+
+    repro_with_fraction("0.05")
+    before, first = cache_objects(dvc_project), folder_bytes(export)
+    for path, digest in before.items():
+        assert path.name.removesuffix(".dir") == digest[2:] and path.parent.name == digest[:2], path
+    linked = {(p.stat().st_dev, p.stat().st_ino) for p in before}
+    for name in first:
+        file = (export / name).stat()
+        assert (file.st_dev, file.st_ino) in linked, f"{name} is not a link to its cache object"
+
+    repro_with_fraction("0.03")  # download and tokenize rewrite their outputs
+    assert folder_bytes(export) != first
+    after = cache_objects(dvc_project)
+    assert {path: after.get(path) for path in before} == before, "a rewrite changed a cache object"
+
+    repro_with_fraction("0.05")  # the first version again, from DVC's cache
+    assert folder_bytes(export) == first
