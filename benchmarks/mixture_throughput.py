@@ -26,13 +26,14 @@ from pathlib import Path
 import lightning as L
 import torch
 from default_data import default_data  # benchmarks/default_data.py, beside this script
-from train_throughput import lightning_rate
+from training_paths import fitted_to, project_rate  # beside this script
 
 from src.config import PARAMS_FILE, load_params
 from src.data.token_data import TokenDataModule
 from src.models.causal_lm import CausalLM, build_model
 
 LOADER_BATCHES = 3000
+WARMUP_STEPS = 5
 
 
 def loader_rate(data: TokenDataModule, batches: int) -> float:
@@ -74,10 +75,12 @@ def main() -> None:
             loader[kind] = max(loader[kind], loader_rate(source, LOADER_BATCHES))
     training: dict[str, list[float]] = {kind: [] for kind in data}
     L.seed_everything(0, verbose=False)
-    module = CausalLM(build_model(params.model, vocab, t.max_length, token_dir), t)
+    train = fitted_to(t, WARMUP_STEPS + args.steps, accelerator="cpu", precision="32-true")
+    module = CausalLM(build_model(params.model, vocab, t.max_length, token_dir), train)
     for _ in range(args.repeats):
         for kind, source in data.items():
-            training[kind].append(lightning_rate(params, module, source, args.steps))
+            rate, _ = project_rate(module, train, source.train_dataloader(), WARMUP_STEPS)
+            training[kind].append(rate)
     pairs = [m / o for m, o in zip(training["mixture"], training["one_source"], strict=True)]
     # Seconds the mixture adds per window, over the seconds a training step spends per window.
     windows_per_s = statistics.median(training["one_source"]) / t.max_length

@@ -64,9 +64,8 @@ def train_for(
     t = params.train
     train = fitted_to(t, steps)
     L.seed_everything(t.seed, verbose=False)
-    module = CausalLM(
-        build_model(model_config, vocab, t.max_length, resolve_path(params.paths.model_cache)), train
-    )
+    model = build_model(model_config, vocab, t.max_length, resolve_path(params.paths.model_cache))
+    module = CausalLM(model, train, data.validation_sources)
     data.train_start, data.train_length, data.seed = 0, steps * t.batch_size, t.seed
     settings = trainer_settings(train, {"accelerator": t.accelerator, "devices": 1})
     if not validate:
