@@ -3,6 +3,7 @@ pipeline's own code (so a benchmark measures what the stages would accept, and c
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
@@ -12,8 +13,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from src.config import PARAMS_FILE
 from src.data.manifests import ExportManifest, ExportSource
 from src.data.raw_export import SplitPlan, write_export
+
+
+def add_params_argument(parser: argparse.ArgumentParser) -> None:
+    """``--params FILE``: the params a benchmark reads (the project's ``params.yaml`` unless given)."""
+    parser.add_argument(
+        "--params", type=Path, default=PARAMS_FILE, help="params file (default: the project's params.yaml)"
+    )
 
 
 def run_child(command: Sequence[str | Path], **kwargs: Any) -> subprocess.CompletedProcess:

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from bench_support import run_child, timed_child  # beside this script
 
 from src.config import available_cores
 from src.paths import PROJECT_ROOT
+from src.utils.working_tree import commit_all, copy_working_tree
 
 DATASET = "big"
 #: Documents of one or two verses: about 200 bytes each, so 1 GB is some 5M documents.
@@ -71,29 +71,6 @@ def build_corpus(folder: Path, total_bytes: int, seed: int = SEED) -> tuple[int,
         documents += len(lines)
         part += 1
     return written, documents
-
-
-def scratch_project(target: Path) -> Path:
-    """A copy of this working tree (tracked and new files, nothing ignored) as a fresh git repo."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, (entry.decode() for entry in listed)):
-        source = PROJECT_ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "scratch"]):
-        run_child(command, cwd=target, env=_git_env())
-    return target
-
-
-def _git_env() -> dict[str, str]:
-    names = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost"}
-    return {**os.environ, **names, "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
 
 
 def big_params(project: Path) -> None:
@@ -172,11 +149,11 @@ def stage_figures(run: dict[str, float], corpus_bytes: int) -> dict[str, float]:
 
 
 def measure(work: Path, gb: float, encoder_mb: float) -> dict:
-    project = scratch_project(work / "project")
+    project = copy_working_tree(work / "project")
+    commit_all(project, "scratch")
     corpus_bytes, documents = build_corpus(project / "corpus", int(gb * 1e9))
     big_params(project)
-    run_child(["git", "add", "params.yaml"], cwd=project)
-    run_child(["git", "commit", "-qm", "the benchmark corpus"], cwd=project, env=_git_env())
+    commit_all(project, "the benchmark corpus")
     download = dvc(project, "repro", "--single-item", f"download_local@{DATASET}")
     tokenizer = dvc(project, "repro", "--single-item", "tokenizer")
     tokenize = dvc(project, "repro", "--single-item", f"tokenize@{DATASET}")

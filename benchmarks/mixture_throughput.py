@@ -21,14 +21,14 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
+from bench_support import add_params_argument  # beside this script
 from default_data import default_data  # benchmarks/default_data.py, beside this script
 from training_paths import fitted_to, project_rate  # beside this script
 
-from src.config import PARAMS_FILE, load_params
+from src.config import load_params
 from src.data.token_data import TokenDataModule
 from src.models.causal_lm import CausalLM, build_model
 
@@ -49,9 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per run")
     parser.add_argument("--repeats", type=int, default=5, help="training runs of each kind, alternated")
-    parser.add_argument(
-        "--params", type=Path, default=PARAMS_FILE, help="params file (default: the project's params.yaml)"
-    )
+    add_params_argument(parser)
     args = parser.parse_args()
     params = load_params(args.params)
     t = params.train

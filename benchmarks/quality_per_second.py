@@ -31,15 +31,15 @@ import dataclasses
 import json
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from bench_support import add_params_argument  # beside this script
 from default_data import default_data  # benchmarks/default_data.py, beside this script
 from training_paths import StepClock, fitted_to  # beside this script
 
-from src.config import PARAMS_FILE, ModelConfig, Params, load_params
+from src.config import ModelConfig, Params, load_params
 from src.models.causal_lm import CausalLM, Vocabulary, build_model
 from src.paths import resolve_path
 from src.train.trainer_settings import trainer_settings
@@ -87,9 +87,7 @@ def main() -> None:
         default=None,
         help="train.seed values to repeat over (default: train.seed)",
     )
-    parser.add_argument(
-        "--params", type=Path, default=PARAMS_FILE, help="params file (default: the project's params.yaml)"
-    )
+    add_params_argument(parser)
     args = parser.parse_args()
     params = load_params(args.params)
     _, _, vocab, data = default_data(params)

@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 
 import yaml
-
-from src.config import PARAMS_FILE
+from bench_support import add_params_argument  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,9 +97,7 @@ def main() -> None:
         action="store_true",
         help="track into an MLflow file store (for machines with mlflow-skinny only)",
     )
-    parser.add_argument(
-        "--params", type=Path, default=PARAMS_FILE, help="params file (default: the project's params.yaml)"
-    )
+    add_params_argument(parser)
     args = parser.parse_args()
 
     base = yaml.safe_load(args.params.read_text())

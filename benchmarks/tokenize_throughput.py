@@ -28,9 +28,14 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
-from bench_support import export_documents, last_json_line, run_child  # beside this script
+from bench_support import (  # beside this script
+    add_params_argument,
+    export_documents,
+    last_json_line,
+    run_child,
+)
 
-from src.config import PARAMS_FILE, available_cores, load_params
+from src.config import available_cores, load_params
 from src.data.encoding import CHUNK_BYTES, iter_document_chunks, iter_documents
 from src.data.fast_encoder import build_encoder, document_frame
 from src.data.raw_export import read_manifest
@@ -147,9 +152,7 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each timing; the best counts")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--params", type=Path, default=PARAMS_FILE, help="params file (default: the project's params.yaml)"
-    )
+    add_params_argument(parser)
     args = parser.parse_args()
     if args.child:
         stage_child(*args.child[:3], int(args.child[3]))

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import lightning as L
 import torch
+from bench_support import add_params_argument  # beside this script
 from default_data import default_data  # benchmarks/default_data.py, beside this script
 from training_paths import alternating_rounds, fitted_to, plain_rate, project_rate  # beside this script
 
-from src.config import PARAMS_FILE, load_params
+from src.config import load_params
 from src.models.causal_lm import CausalLM, build_model
 
 WARMUP_STEPS = 5
@@ -34,9 +34,7 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=1, help="rounds of both paths, in alternating order; medians reported"
     )
-    parser.add_argument(
-        "--params", type=Path, default=PARAMS_FILE, help="params file (default: the project's params.yaml)"
-    )
+    add_params_argument(parser)
     args = parser.parse_args()
     params = load_params(args.params)
     token_dir, _, vocab, data = default_data(params)

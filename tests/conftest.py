@@ -39,6 +39,7 @@ import pytest
 import yaml
 
 from src.paths import PROJECT_ROOT
+from src.utils.working_tree import commit_all, copy_working_tree
 
 KJV_LINES = 3000
 TINY_VOCAB = 600
@@ -633,18 +634,7 @@ def copy_project(target: Path, settings: dict[str, object] | None = None) -> Pat
     with the committed ``dvc.lock``. ``settings`` are set on top before the first commit, as
     ``dvc exp run -S`` would: ``{"train.max_steps": 5, "tokenize.vocab_size": 600}``.
     """
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, listed):
-        source = PROJECT_ROOT / name.decode()
-        if source.is_file():
-            destination = target / name.decode()
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination)
+    copy_working_tree(target)
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["model"].update(TINY_MODEL)
     params["train"].update(TINY_TRAIN)
@@ -655,12 +645,7 @@ def copy_project(target: Path, settings: dict[str, object] | None = None) -> Pat
             node = node[section]
         node[name] = value
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for command in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "copy"],
-    ):
-        subprocess.run(command, cwd=target, check=True)
+    commit_all(target, "copy")
     return target
 
 
