@@ -67,6 +67,9 @@ class ModelConfig:
     """Width of the new model."""
     dropout: float = setting(0.0, within="[0, 1)")
     """Dropout of the new model (GPT-2: embeddings, attention and residuals; others: attention)."""
+    vocab_multiple: int = setting(64, within="[1, 65536]")
+    """Pad a new model's embedding and LM head to a multiple of this many rows (GPU matmuls are faster
+    on such shapes: 50,257 -> 50,304); the padded ids are never predicted, sampled or scored. 1 = none."""
 
     def __post_init__(self) -> None:
         if not self.pretrained and self.n_embd % self.n_head:
@@ -101,6 +104,9 @@ class TrainConfig:
     """AdamW beta2."""
     grad_clip: float = setting(1.0, within="[0, 1000000]")
     """Clip the gradient norm to this value (0 turns clipping off)."""
+    fused_optimizer: Literal["auto"] | bool = "auto"
+    """AdamW's fused kernel (one launch for every parameter): ``auto`` = on CUDA, where it is faster;
+    the pipeline clips the gradients itself, so clipping and the fused step go together."""
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
     """Lightning precision: 32-true on CPU; bf16-mixed on GPUs that support it."""
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "cpu"
@@ -143,6 +149,13 @@ class TrainConfig:
             raise FieldError("mixture", "at least one weight must be above 0")
         if self.warmup_steps >= self.max_steps:
             raise FieldError("warmup_steps", f"must be below train.max_steps ({self.max_steps})")
+        if self.fused_optimizer is True and self.precision == "16-mixed" and self.grad_clip:
+            # Its gradient scaler unscales inside the fused step, after the clipping read the gradients.
+            raise FieldError(
+                "fused_optimizer",
+                "cannot clip with 16-mixed (its scaler unscales inside the fused step); use "
+                "train.precision: bf16-mixed, or train.fused_optimizer: false",
+            )
         if not self.sample_prompt:
             # Known now, not after training: the sample is generated at the very end.
             raise FieldError("sample_prompt", "must not be empty (the sample continues it); give a few words")

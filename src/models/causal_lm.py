@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from src.config import ModelConfig, TrainConfig
@@ -26,7 +28,7 @@ from src.models.metrics import (
     bits_per_byte,
     per_source,
 )
-from src.models.optim import build_optimizer
+from src.models.optim import build_optimizer, clip_gradient_norm, use_fused
 from src.utils.hub import from_folder_or_hub
 
 
@@ -63,13 +65,14 @@ def build_model(
             timeout_s=hub_timeout_s,
             trust_remote_code=config.trust_remote_code,
         )
-        if model.get_input_embeddings().num_embeddings < vocab.size:
+        if scored_vocabulary(model) < vocab.size:  # a padded tail does not count: it is never scored
             raise ConfigError(
                 f"model.pretrained: {config.pretrained!r} has fewer embeddings than the tokenizer's "
                 f"{vocab.size} tokens; tokenize with its own tokenizer"
             )
         return model
-    hf_config = new_model_config(config, vocab.size, vocab.eos_id, max_length, vocab.bos_id)
+    rows = config.vocab_multiple * math.ceil(vocab.size / config.vocab_multiple)
+    hf_config = new_model_config(config, rows, vocab.eos_id, max_length, vocab.bos_id)
     model = AutoModelForCausalLM.from_config(
         hf_config, attn_implementation="sdpa", trust_remote_code=config.trust_remote_code
     )
@@ -77,7 +80,27 @@ def build_model(
     # generate() pads finished sequences with EOS, saved in generation_config.json; the model config
     # has no pad token (see common_settings).
     model.generation_config.pad_token_id = vocab.eos_id
+    if rows > vocab.size:
+        # Saved with the model: generate() of whoever loads it never yields an id the tokenizer lacks,
+        # and scored_vocabulary() reads the same list, so the loss leaves those ids out as well.
+        model.generation_config.suppress_tokens = list(range(vocab.size, rows))
     return model
+
+
+def scored_vocabulary(model: nn.Module) -> int:
+    """The ids the loss is over: the embedding's rows less a padded tail (see ``model.vocab_multiple``),
+    which the saved generation config suppresses."""
+    rows = model.get_output_embeddings().weight.shape[0]
+    suppressed = getattr(getattr(model, "generation_config", None), "suppress_tokens", None) or []
+    start = rows - len(suppressed)
+    return start if sorted(suppressed) == list(range(start, rows)) else rows
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy, shifted and upcast as transformers computes it."""
+    width = logits.shape[-1]
+    targets = labels[:, 1:].reshape(-1)
+    return F.cross_entropy(logits[:, :-1].reshape(-1, width).float(), targets, ignore_index=IGNORE_INDEX)
 
 
 class CausalLM(L.LightningModule):
@@ -101,15 +124,22 @@ class CausalLM(L.LightningModule):
                 raise ConfigError(f"train.loss_chunk_tokens: the model cannot use it: {reason}; set it to 0")
             body = model.base_model  # the transformer without its LM head
             self._body = [torch.compile(body) if train.compile else body]
+        self._scored = scored_vocabulary(model)
+        self._padded = self._scored < model.get_output_embeddings().weight.shape[0]
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> Any:
         """The model's output (logits: (B, T, V)); with ``train.loss_chunk_tokens`` and labels, only
         the loss, computed without the full logits (src.models.chunked_loss)."""
-        if labels is None or not self._body:
-            return self._forward[0](input_ids=input_ids, labels=labels)
-        hidden = self._body[0](input_ids=input_ids).last_hidden_state
-        head = self.model.get_output_embeddings().weight
-        return LossOnly(chunked_causal_lm_loss(hidden, head, labels, self.train_config.loss_chunk_tokens))
+        if labels is not None and self._body:
+            hidden = self._body[0](input_ids=input_ids).last_hidden_state
+            head = self.model.get_output_embeddings().weight[: self._scored]
+            return LossOnly(chunked_causal_lm_loss(hidden, head, labels, self.train_config.loss_chunk_tokens))
+        if labels is not None and self._padded:
+            # The padded ids' logits are left out, as if the model had none: the same loss (and val_bpb)
+            # as an unpadded model of the same weights.
+            logits = self._forward[0](input_ids=input_ids).logits[..., : self._scored]
+            return LossOnly(causal_lm_loss(logits, labels))
+        return self._forward[0](input_ids=input_ids, labels=labels)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch["input_ids"], batch["labels"]).loss
@@ -180,5 +210,19 @@ class CausalLM(L.LightningModule):
             warmup_steps=t.warmup_steps,
             max_steps=t.max_steps,
             min_lr_ratio=t.min_lr_ratio,
+            fused=use_fused(t.fused_optimizer, self.device),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """``train.grad_clip`` applied here, not by the Trainer: Lightning refuses to clip for a fused
+        optimizer. A Trainer told to clip (DeepSpeed, which clips inside its own step) keeps doing so."""
+        if gradient_clip_val:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        elif self.train_config.grad_clip:
+            clip_gradient_norm(self.trainer.strategy.model, optimizer, self.train_config.grad_clip)

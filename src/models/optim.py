@@ -33,8 +33,13 @@ def build_optimizer(
     warmup_steps: int,
     max_steps: int,
     min_lr_ratio: float,
+    fused: bool = False,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    optimizer = torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr, betas=betas)
+    """``fused``: one kernel for every parameter's update (nanoGPT, llm.c and litgpt train so); the
+    gradients must then be clipped by :func:`clip_gradient_norm`, which Lightning refuses to do for it."""
+    optimizer = torch.optim.AdamW(
+        decay_groups(model, weight_decay), lr=lr, betas=betas, **({"fused": True} if fused else {})
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: warmup_cosine(
@@ -42,3 +47,22 @@ def build_optimizer(
         ),
     )
     return optimizer, schedule
+
+
+def use_fused(setting: str | bool, device: torch.device) -> bool:
+    """``train.fused_optimizer`` on ``device``: ``auto`` is fused on CUDA only (the CPU keeps the
+    loop kernels, so CPU runs stay bitwise what they were)."""
+    return device.type == "cuda" if setting == "auto" else bool(setting)
+
+
+def clip_gradient_norm(root: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
+    """Scale the gradients of ``optimizer``'s parameters to a total norm of at most ``max_norm``.
+
+    The same call as Lightning's own clipping (the parameters in the optimizer's order), so results are
+    bitwise Lightning's; but it works with a fused optimizer too. A sharded ``root`` (FSDP) clips over
+    all shards with its own ``clip_grad_norm_``; a plain norm of the local shard would be wrong."""
+    sharded = getattr(root, "clip_grad_norm_", None)
+    if callable(sharded):
+        return sharded(max_norm)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return torch.nn.utils.clip_grad_norm_(params, max_norm)

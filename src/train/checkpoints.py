@@ -52,6 +52,7 @@ OPERATIONAL_KEYS = {
     "train.num_workers",
     "train.compile",
     "train.loss_chunk_tokens",  # the same loss in pieces (equal to float rounding), as compile is
+    "train.fused_optimizer",  # the same AdamW step in one kernel (equal to float rounding)
     "train.peak_tflops",  # what MFU is measured against, not what is trained
     "ray.address",
     "ray.storage_path",

@@ -22,7 +22,9 @@ def trainer_settings(
         "max_steps": t.max_steps - start_step,
         "max_epochs": 1,  # the sampler streams every remaining step's windows as one epoch
         "accumulate_grad_batches": t.accumulate_grad_batches,
-        "gradient_clip_val": t.grad_clip or None,
+        # CausalLM.configure_gradient_clipping clips (a fused optimizer may not be clipped by Lightning);
+        # DeepSpeed clips inside its own step, from this setting.
+        "gradient_clip_val": (t.grad_clip or None) if _clips_in_its_step(placement_options) else None,
         "val_check_interval": t.eval_every * t.accumulate_grad_batches,
         "check_val_every_n_epoch": None,
         "num_sanity_val_steps": 0,
@@ -36,6 +38,12 @@ def trainer_settings(
         "enable_model_summary": False,
         "use_distributed_sampler": False,
     }
+
+
+def _clips_in_its_step(placement_options: dict[str, Any]) -> bool:
+    strategy = placement_options.get("strategy")
+    name = strategy if isinstance(strategy, str) else type(strategy).__name__
+    return "deepspeed" in str(name).lower()
 
 
 def progress_bar(placement_options: dict[str, Any], recorder: StepRecorder) -> list[L.Callback]:

@@ -9,7 +9,7 @@ import torch
 
 from src.config import ModelConfig, TrainConfig
 from src.errors import ConfigError, PipelineError
-from src.models.causal_lm import CausalLM, Vocabulary, build_model
+from src.models.causal_lm import CausalLM, Vocabulary, build_model, scored_vocabulary
 from src.models.optim import build_optimizer
 
 
@@ -26,7 +26,8 @@ def test_tiny_model_overfits_one_batch(tmp_path: Path, architecture: str) -> Non
     assert model.config.model_type == architecture
     assert model.config.eos_token_id == model.config.bos_token_id == model.generation_config.pad_token_id == 0
     # max_position_embeddings is GPT-2's n_positions by its config's attribute map: one name for both.
-    assert model.config.max_position_embeddings == 16 and model.config.vocab_size == 50
+    assert model.config.max_position_embeddings == 16
+    assert model.config.vocab_size == 64  # model.vocab_multiple: the 50 ids padded to 64 rows
     module = CausalLM(model, TrainConfig(max_steps=150, warmup_steps=5))
     batch = torch.randint(1, 50, (4, 16))
     optimizer, schedule = build_optimizer(
@@ -118,7 +119,7 @@ def test_validation_sums_the_loss_per_source_over_every_rank(tmp_path: Path) -> 
         for index in range(len(SourceValidation([tokens], 8))):
             item = SourceValidation([tokens], 8)[index]
             with torch.no_grad():
-                out = model(input_ids=item["input_ids"][None]).logits[0, :-1]
+                out = model(input_ids=item["input_ids"][None]).logits[0, :-1, :50]  # less the padded rows
             targets = item["labels"][1:]
             keep = targets != IGNORE_INDEX
             total += torch.nn.functional.cross_entropy(out[keep], targets[keep], reduction="sum").item()
@@ -205,3 +206,50 @@ def test_a_module_built_for_other_validation_sources_than_its_data_is_one_line(t
     told._trainer = SimpleNamespace(datamodule=TwoSources())
     told.on_validation_epoch_start()  # told the data's own sources: nothing to refuse
     assert told._val_sum.shape == (2,)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_a_padded_vocabulary_scores_and_generates_as_the_unpadded_model(
+    tmp_path: Path, architecture: str
+) -> None:
+    """``model.vocab_multiple`` adds rows no token has: at the same weights the loss (so val_bpb) and
+    the greedy text of the saved model, loaded as users load it, are the unpadded model's. The padded
+    rows are set so that their logits would win everywhere if they were not left out."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.conftest import write_gpt2_style_tokenizer
+
+    texts = ["In the beginning God created the heaven and the earth.", "And the earth was without form."] * 30
+    tokenizer = AutoTokenizer.from_pretrained(write_gpt2_style_tokenizer(tmp_path / "tokenizer", texts))
+    size = len(tokenizer)
+    vocab = Vocabulary(size, tokenizer.eos_token_id)
+    shape = {"architecture": architecture, "n_layer": 2, "n_head": 2, "n_embd": 32}
+    torch.manual_seed(0)
+    padded = build_model(ModelConfig(**shape), vocab, 32, tmp_path)
+    plain = build_model(ModelConfig(**shape, vocab_multiple=1), vocab, 32, tmp_path)
+    rows = padded.get_output_embeddings().weight.shape[0]
+    assert rows % 64 == 0 and rows > size and plain.get_output_embeddings().weight.shape[0] == size
+    assert (scored_vocabulary(padded), scored_vocabulary(plain)) == (size, size)
+    with torch.no_grad():
+        for name, value in plain.state_dict().items():
+            value.copy_(
+                padded.state_dict()[name][: value.shape[0]]
+                if value.shape[:1] == (size,)
+                else padded.state_dict()[name]
+            )
+        padded.get_output_embeddings().weight[size:] = 50 * padded.get_output_embeddings().weight[:1]
+    encoded = [tokenizer(text)["input_ids"] for text in texts[:2]]
+    ids = torch.tensor([row[: min(map(len, encoded))] for row in encoded])
+    expected = CausalLM(plain, TrainConfig())(ids, ids).loss
+    for train in (TrainConfig(), TrainConfig(loss_chunk_tokens=7)):
+        torch.testing.assert_close(CausalLM(padded, train)(ids, ids).loss, expected, atol=1e-5, rtol=0)
+
+    padded.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    loaded_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
+    prompt = loaded_tokenizer("In the beginning", return_tensors="pt")["input_ids"]
+    greedy = loaded.generate(prompt, do_sample=False, max_new_tokens=20, min_new_tokens=20)
+    assert int(greedy.max()) < size
+    reference = plain.generate(prompt, do_sample=False, max_new_tokens=20, min_new_tokens=20)
+    assert loaded_tokenizer.decode(greedy[0]) == tokenizer.decode(reference[0])
