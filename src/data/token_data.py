@@ -120,6 +120,7 @@ class TokenDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             drop_last=True,
             generator=self._loader_generator(),
+            pin_memory=self._pin_memory(),
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -129,7 +130,14 @@ class TokenDataModule(L.LightningDataModule):
             batch_sampler=windows.batches(self.batch_size, *self._rank()),  # sums are reduced over ranks
             num_workers=self.num_workers,
             generator=self._loader_generator(),
+            pin_memory=self._pin_memory(),
         )
+
+    def _pin_memory(self) -> bool:
+        """Batches in page-locked memory when training on CUDA: Lightning then copies them with
+        ``non_blocking``, overlapping the copy with the step before."""
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def _loader_generator(self) -> torch.Generator:
         """A private generator for the loader's worker seeds: creating a loader then never

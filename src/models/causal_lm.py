@@ -103,6 +103,13 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].reshape(-1, width).float(), targets, ignore_index=IGNORE_INDEX)
 
 
+def compiled(module: nn.Module, on: bool) -> nn.Module:
+    """``train.compile``: static shapes (``dynamic=False``), as the fastest GPU trainers compile. A run
+    has a fixed set of batch shapes (the training batch; validation's, whose last batch per source is
+    shorter), each compiled once on first sight, so nothing recompiles after the first validation."""
+    return torch.compile(module, dynamic=False) if on else module
+
+
 class CausalLM(L.LightningModule):
     """Next-token prediction with AdamW, warmup + cosine decay; logs loss, perplexity and learning rate."""
 
@@ -117,13 +124,13 @@ class CausalLM(L.LightningModule):
         self.validation = validation or ValidationSources()
         # The compiled wrappers are kept out of the module tree, so state_dict (and every
         # checkpoint) holds the plain weights whether or not compile is on.
-        self._forward = [torch.compile(model) if train.compile else model]
+        self._forward = [compiled(model, train.compile)]
         self._body: list[nn.Module] = []
         if train.loss_chunk_tokens:
             if reason := unsupported_reason(model):
                 raise ConfigError(f"train.loss_chunk_tokens: the model cannot use it: {reason}; set it to 0")
             body = model.base_model  # the transformer without its LM head
-            self._body = [torch.compile(body) if train.compile else body]
+            self._body = [compiled(body, train.compile)]
         self._scored = scored_vocabulary(model)
         self._padded = self._scored < model.get_output_embeddings().weight.shape[0]
 

@@ -38,10 +38,26 @@ def test_each_rank_reads_its_own_half_of_every_global_batch(token_dir: Path, tok
     alone = torch.cat([b["input_ids"] for b in islice(dm.train_dataloader(), 2)])  # 16 windows
     shards = []
     for rank in (0, 1):
-        dm.trainer = SimpleNamespace(global_rank=rank, world_size=2)
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=2, strategy=on_device("cpu"))
         shards.append(torch.cat([b["input_ids"] for b in islice(dm.train_dataloader(), 1)]))
     assert sorted(torch.cat(shards).tolist()) == sorted(alone.tolist())
     assert not torch.equal(shards[0], shards[1])
+
+
+def on_device(kind: str) -> SimpleNamespace:
+    """What the data module reads of a Trainer's strategy: the device it trains on."""
+    return SimpleNamespace(root_device=torch.device(kind))
+
+
+def test_batches_are_pinned_when_training_on_cuda_only(token_dir: Path, tokenizer) -> None:
+    """Page-locked batches let Lightning's non_blocking copy overlap the step before; on the CPU
+    pinning is only a copy."""
+    dm = TokenDataModule(token_dir, tokenizer, batch_size=8, max_length=32)
+    dm.setup("fit")
+    assert not dm.train_dataloader().pin_memory and not dm.val_dataloader().pin_memory  # no Trainer
+    for kind, pinned in (("cpu", False), ("cuda", True)):
+        dm.trainer = SimpleNamespace(global_rank=0, world_size=1, strategy=on_device(kind))
+        assert (dm.train_dataloader().pin_memory, dm.val_dataloader().pin_memory) == (pinned, pinned)
 
 
 def test_it_never_prepares_data(token_dir: Path, tokenizer, tmp_path: Path) -> None:

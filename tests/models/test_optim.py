@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from src.models.causal_lm import CausalLM
-from src.models.optim import decay_groups, use_fused, warmup_cosine
+from src.models.optim import clip_gradient_norm, decay_groups, use_fused, warmup_cosine
 
 
 def test_warmup_then_cosine_down_to_the_floor() -> None:
@@ -105,3 +105,31 @@ def test_a_grad_clip_of_zero_clips_nothing(tmp_path: Path, monkeypatch: pytest.M
 def test_auto_fuses_on_cuda_only() -> None:
     assert use_fused("auto", torch.device("cuda", 0)) and not use_fused("auto", torch.device("cpu"))
     assert use_fused(True, torch.device("cpu")) and not use_fused(False, torch.device("cuda"))
+
+
+def test_a_sharded_model_clips_over_all_its_shards() -> None:
+    """Under FSDP each rank holds a shard of every gradient: the norm to clip to is the one over all
+    shards, which only the wrapper (``FullyShardedDataParallel.clip_grad_norm_``) can compute."""
+
+    class Sharded(nn.Linear):
+        def __init__(self) -> None:
+            super().__init__(2, 2)
+            self.asked: list[float] = []
+
+        def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+            self.asked.append(max_norm)
+            return torch.tensor(0.0)
+
+    root = Sharded()
+    optimizer = torch.optim.AdamW(root.parameters())
+    for p in root.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    clip_gradient_norm(root, optimizer, 0.5)
+    assert root.asked == [0.5]  # and the wrapper alone touched the gradients
+    assert all(torch.equal(p.grad, torch.full_like(p, 10.0)) for p in root.parameters())
+    plain = nn.Linear(2, 2)
+    for p in plain.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    norm = clip_gradient_norm(plain, torch.optim.AdamW(plain.parameters()), 0.5)  # 6 gradients of 10
+    clipped = torch.cat([p.grad.flatten() for p in plain.parameters()]).norm()
+    assert (float(norm), float(clipped)) == pytest.approx((600**0.5, 0.5))

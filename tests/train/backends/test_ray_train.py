@@ -24,7 +24,7 @@ from src.train.backends.ray_train import (
     run_name,
     storage_location,
 )
-from src.train.backends.ray_worker import TrainingProgress, match_cpu_threads_to_ray, restart_line
+from src.train.backends.ray_worker import STRATEGIES, TrainingProgress, match_cpu_threads_to_ray, restart_line
 from src.train.checkpoints import DamagedCheckpointError, verified_bytes
 from src.train.fit import fit
 
@@ -151,6 +151,24 @@ def test_fsdp_without_gpu_workers_is_refused_before_any_cluster_starts(
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "fsdp" / "checkpoints").exists()
     assert ray_processes(PROJECT_ROOT) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "lightning_class"),
+    [("ddp", "DDPStrategy"), ("fsdp", "FSDPStrategy"), ("deepspeed", "DeepSpeedStrategy")],
+)
+def test_each_ray_strategy_is_ray_trains_wrapper_of_the_lightning_strategy_it_names(
+    name: str, lightning_class: str
+) -> None:
+    """``ray.strategy`` (the workflow guide's ``strategy:``) picks Ray Train's subclass of that Lightning
+    strategy; ddp and fsdp build without an accelerator (fsdp's device is checked when it starts)."""
+    import lightning.pytorch.strategies as lightning_strategies
+    import ray.train.lightning as ray_lightning
+
+    strategy = getattr(ray_lightning, STRATEGIES[name])
+    assert issubclass(strategy, getattr(lightning_strategies, lightning_class))
+    if name != "deepspeed":  # needs the deepspeed package, which is not a requirement
+        assert isinstance(strategy(), getattr(lightning_strategies, lightning_class))
 
 
 def test_a_finished_run_keeps_its_newest_checkpoints_and_those_ray_records(tmp_path: Path) -> None:
