@@ -80,9 +80,9 @@ def project_rate(
         history,
         start_step=0,
         max_steps=train.max_steps,
-        windows_per_step=train.batch_size,
+        windows_per_step=train.batch_size * train.accumulate_grad_batches,
         max_length=train.max_length,
-        accumulate=1,
+        accumulate=train.accumulate_grad_batches,
         log_metrics=None,
         flops_per_token=flops_per_token(module.model, train.max_length),
     )
@@ -90,15 +90,20 @@ def project_rate(
     trainer = L.Trainer(**settings, callbacks=[recorder, clock, *progress_bar(placement, recorder)])
     trainer.fit(module, train_dataloaders=data)
     torch.use_deterministic_algorithms(False)  # Lightning leaves it set for the whole process
-    rate = (train.max_steps - warmup) * train.batch_size * train.max_length / clock.seconds
-    return rate, history.train[-1]["train_loss"]
+    return step_tokens(train) * (train.max_steps - warmup) / clock.seconds, history.train[-1]["train_loss"]
+
+
+def step_tokens(train: TrainConfig) -> int:
+    """Tokens per optimizer step: ``train.accumulate_grad_batches`` micro-batches of windows."""
+    return train.batch_size * train.accumulate_grad_batches * train.max_length
 
 
 def plain_rate(
     module: CausalLM, train: TrainConfig, device: torch.device, data: Iterable, warmup: int
 ) -> tuple[float, float]:
     """Tokens/s of a hand-written loop over the same module, optimizer and schedule for
-    ``train.max_steps`` steps of ``data``, never syncing until the end; and its last step's loss."""
+    ``train.max_steps`` steps of ``data`` (each ``train.accumulate_grad_batches`` micro-batches), never
+    syncing until the end; and its last step's loss, the mean over its micro-batches."""
     module.to(device).train()
     configured = module.configure_optimizers()  # the very optimizer and schedule Lightning gets
     optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
@@ -108,10 +113,13 @@ def plain_rate(
         if step == warmup:
             synchronize()
             started = time.perf_counter()
-        batch = {key: value.to(device, non_blocking=True) for key, value in next(batches).items()}
-        with autocast:
-            loss = module(batch["input_ids"], batch["labels"]).loss
-        loss.backward()
+        loss = torch.zeros((), device=device)
+        for _ in range(train.accumulate_grad_batches):
+            batch = {key: value.to(device, non_blocking=True) for key, value in next(batches).items()}
+            with autocast:
+                micro = module(batch["input_ids"], batch["labels"]).loss / train.accumulate_grad_batches
+            micro.backward()
+            loss += micro.detach()
         if train.grad_clip:
             torch.nn.utils.clip_grad_norm_(module.parameters(), train.grad_clip)
         optimizer.step()
@@ -119,7 +127,7 @@ def plain_rate(
         optimizer.zero_grad(set_to_none=True)
     synchronize()
     seconds = time.perf_counter() - started
-    return (train.max_steps - warmup) * train.batch_size * train.max_length / seconds, loss.item()
+    return step_tokens(train) * (train.max_steps - warmup) / seconds, loss.item()
 
 
 def alternating_rounds(

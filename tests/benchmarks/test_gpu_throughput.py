@@ -11,16 +11,22 @@ from src.models.causal_lm import Vocabulary, build_model
 from src.paths import PROJECT_ROOT
 
 
-def test_the_gpu_preset_is_gpt2_124m_whatever_the_default_family(monkeypatch, tmp_path) -> None:
+def test_the_gpu_presets_are_gpt2_124m_whatever_the_default_family(monkeypatch, tmp_path) -> None:
     """GPT-2 small as published (tied embeddings: 124,439,808 parameters), so its figures compare with
-    other GPT-2 124M runs, not the project's default model family."""
+    other GPT-2 124M runs, not the project's default model family; and as the fastest peers train it:
+    50,304 rows (47 padded), 524,288 tokens per optimizer step."""
     monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
     benchmark = importlib.import_module("gpu_throughput")
-    model_config, context, vocab, batch, precision = benchmark.PRESETS["gpt2-124m"]
-    model = build_model(model_config, Vocabulary(vocab, vocab - 1), context, tmp_path)
+    published, peers = benchmark.PRESETS["gpt2-124m"], benchmark.PRESETS["gpt2-124m-peers"]
+    model = build_model(published.model, Vocabulary(published.vocab, published.vocab - 1), 1024, tmp_path)
     assert model.config.model_type == "gpt2"
     assert sum(p.numel() for p in model.parameters()) == 124_439_808
-    assert (context, batch, precision) == (1024, 16, "bf16-mixed")
+    assert (published.context, published.batch, published.accumulate) == (1024, 16, 1)
+    model = build_model(peers.model, Vocabulary(peers.vocab, peers.vocab - 1), 1024, tmp_path)
+    assert model.get_output_embeddings().weight.shape[0] == 50_304
+    assert sum(p.numel() for p in model.parameters()) == 124_439_808 + 47 * 768
+    assert peers.context * peers.batch * peers.accumulate == 524_288 and peers.batch in range(32, 65)
+    assert published.precision == peers.precision == "bf16-mixed"
 
 
 @pytest.mark.slow
@@ -36,6 +42,7 @@ def test_gpu_throughput_runs_its_cpu_configuration_and_prints_the_ratio(python_r
     # windows with the same optimizer, so they end on the same loss (fp32 on the CPU).
     plain = eager["plain_torch"]["last_loss"]
     assert plain > 1.0  # a cross-entropy over 1,000 tokens after 3 steps, about ln(1000) = 6.9
+    assert figures["step_tokens"] == 2 * figures["batch_tokens"]  # 2 micro-batches per step
     for path in ("project", "project_deterministic"):
         assert eager[path]["last_loss"] == pytest.approx(plain, rel=1e-5), path
         assert f"{path}_vs_plain" in eager
