@@ -217,7 +217,9 @@ class CausalLM(L.LightningModule):
             warmup_steps=t.warmup_steps,
             max_steps=t.max_steps,
             min_lr_ratio=t.min_lr_ratio,
-            fused=use_fused(t.fused_optimizer, self.device),
+            fused=use_fused(
+                t.fused_optimizer, self.device, scaled_clipping=t.precision == "16-mixed" and t.grad_clip > 0
+            ),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

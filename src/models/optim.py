@@ -49,10 +49,12 @@ def build_optimizer(
     return optimizer, schedule
 
 
-def use_fused(setting: str | bool, device: torch.device) -> bool:
+def use_fused(setting: str | bool, device: torch.device, scaled_clipping: bool = False) -> bool:
     """``train.fused_optimizer`` on ``device``: ``auto`` is fused on CUDA only (the CPU keeps the
-    loop kernels, so CPU runs stay bitwise what they were)."""
-    return device.type == "cuda" if setting == "auto" else bool(setting)
+    loop kernels, so CPU runs stay bitwise what they were), and not when ``scaled_clipping``: under
+    16-mixed the gradient scaler leaves a fused optimizer's gradients scaled until its own step, so
+    a clip before it would read scaled norms (the config refuses ``true`` there)."""
+    return device.type == "cuda" and not scaled_clipping if setting == "auto" else bool(setting)
 
 
 def clip_gradient_norm(root: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:

@@ -105,6 +105,8 @@ def test_a_grad_clip_of_zero_clips_nothing(tmp_path: Path, monkeypatch: pytest.M
 def test_auto_fuses_on_cuda_only() -> None:
     assert use_fused("auto", torch.device("cuda", 0)) and not use_fused("auto", torch.device("cpu"))
     assert use_fused(True, torch.device("cpu")) and not use_fused(False, torch.device("cuda"))
+    # 16-mixed with clipping: the scaler would leave the gradients scaled for the clip to read.
+    assert not use_fused("auto", torch.device("cuda"), scaled_clipping=True)
 
 
 def test_a_sharded_model_clips_over_all_its_shards() -> None:
