@@ -105,8 +105,9 @@ class TrainConfig:
     grad_clip: float = setting(1.0, within="[0, 1000000]")
     """Clip the gradient norm to this value (0 turns clipping off)."""
     fused_optimizer: Literal["auto"] | bool = "auto"
-    """AdamW's fused kernel (one launch for every parameter): ``auto`` = on CUDA, where it is faster;
-    the pipeline clips the gradients itself, so clipping and the fused step go together."""
+    """AdamW's fused kernel (one launch for every parameter): ``auto`` = on CUDA, where it is faster,
+    except under 16-mixed with clipping (its scaler unscales inside the fused step); the pipeline
+    clips the gradients itself, so clipping and the fused step go together."""
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
     """Lightning precision: 32-true on CPU; bf16-mixed on GPUs that support it."""
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "cpu"
