@@ -33,10 +33,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets  # noqa: F401  (imported before any case: see below)
 import pytest
+import transformers  # noqa: F401
 import yaml
 
 from src.paths import PROJECT_ROOT
+
+# datasets and transformers bind their log handler to sys.stderr when first imported. Were that
+# inside an in-process case, the handler would keep that case's capture, closed after it, and a
+# later case's log line would fail with a logging traceback ("Traceback" in its output).
 
 # --------------------------------------------------------------------------- the project a case breaks
 
