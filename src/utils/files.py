@@ -91,8 +91,15 @@ def remove_leftovers(target: Path) -> list[Path]:
     """Remove the staging and retired copies of ``target`` that a killed writer left beside it.
 
     One writer at a time owns an output (DVC runs one stage per output), so any
-    ``.<name>.*.tmp`` or ``.<name>.*.old`` found when a new write starts is a leftover.
+    ``.<name>.*.tmp`` or ``.<name>.*.old`` found when a new write starts is a leftover. A writer
+    killed between setting the last output aside and putting the new one in place left no
+    ``target``: the one set aside goes back first, so a failure of this write still leaves it.
     """
+    if not target.exists():
+        for retired in target.parent.glob(f".{target.name}.*.old"):
+            if (retired / target.name).exists():
+                os.replace(retired / target.name, target)
+                break
     found = [*target.parent.glob(f".{target.name}.*.tmp"), *target.parent.glob(f".{target.name}.*.old")]
     for path in found:
         if path.is_dir() and not path.is_symlink():
@@ -113,6 +120,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     remove_leftovers(target)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     staging.chmod(0o755)  # mkdtemp makes it private; outputs are meant to be shared
+    retired: Path | None = None
     try:
         yield staging
         kill_point(f"files.dir-staged.{target.name}")
@@ -126,6 +134,9 @@ def atomic_directory(target: Path) -> Iterator[Path]:
             os.replace(staging, target)
         kill_point(f"files.dir-swapped.{target.name}")
     except BaseException as error:
+        if retired is not None and not target.exists() and (retired / target.name).exists():
+            os.replace(retired / target.name, target)  # interrupted (Ctrl-C) between the two renames
+            shutil.rmtree(retired, ignore_errors=True)
         full = disk_full_error(error, target, staging)
         shutil.rmtree(staging, ignore_errors=True)
         if full:

@@ -49,6 +49,41 @@ def test_a_new_write_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
     assert (target / "train.jsonl").read_text() == "whole"
 
 
+def test_an_output_set_aside_by_a_killed_writer_is_put_back_before_a_write_that_fails(
+    tmp_path: Path,
+) -> None:
+    """A writer killed between its two renames left the last output in ``.<name>.*.old`` and none in
+    place: the next write puts it back first, so that write failing (a bad input) still leaves it."""
+    target = tmp_path / "kjv"
+    (tmp_path / ".kjv.abc123.old" / "kjv").mkdir(parents=True)
+    (tmp_path / ".kjv.abc123.old" / "kjv" / "train.jsonl").write_text("last good")
+    (tmp_path / ".kjv.def456.tmp").mkdir()  # the new one it had staged
+    with pytest.raises(RuntimeError), atomic_directory(target):
+        raise RuntimeError("bad input")
+    assert (target / "train.jsonl").read_text() == "last good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kjv"]
+
+
+def test_an_interrupt_between_the_two_renames_puts_the_last_output_back(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C (KeyboardInterrupt) can land between setting the last output aside and moving the new
+    one in; the last one goes back."""
+    import src.utils.files as files
+
+    target = tmp_path / "kjv"
+    with atomic_directory(target) as staging:
+        (staging / "train.jsonl").write_text("last good")
+
+    def interrupted(name: str) -> None:
+        if name == "files.dir-retired.kjv":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "kill_point", interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_directory(target) as staging:
+        (staging / "train.jsonl").write_text("new")
+    assert (target / "train.jsonl").read_text() == "last good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kjv"]
+
+
 def test_a_new_file_write_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
     """A checkpoint, metrics.json or plot killed half-written leaves a staging file; the next write
     of the same file removes it (and only its own)."""
