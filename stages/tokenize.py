@@ -1,8 +1,10 @@
 """DVC stage ``tokenize@<dataset>``: encode one export of ``tokenize.datasets`` into flat token files."""
 
+from src import config
 from src.cli import dataset_argument, run_cli, start_process
-from src.config import load_params
+from src.data.stage_inputs import tokenize_inputs
 from src.data.tokenize_stages import tokenize_from_params
+from src.input_guard import unchanged_inputs
 
 
 def main() -> None:
@@ -12,9 +14,10 @@ def main() -> None:
         "<paths.cache_dir>/tokenized/<tokenize.tokenizer>/<dataset>.",
         "tokenize.datasets",
     )
-    params = load_params()
+    params = config.load_params()
     start_process(params)
-    tokenize_from_params(params, dataset)
+    with unchanged_inputs(tokenize_inputs(params, dataset), params, config.PARAMS_FILE):
+        tokenize_from_params(params, dataset)
 
 
 if __name__ == "__main__":

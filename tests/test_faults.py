@@ -360,6 +360,50 @@ def wait_for_text(process: subprocess.Popen, log: Path, text: str, ended_ok: boo
     assert text in log.read_text(), log.read_text()[-3000:]
 
 
+@pytest.mark.parametrize(
+    ("target", "pause", "key", "edits"),
+    [
+        ("download@kjv", "files.dir-staged.kjv", "download.datasets.kjv.validation_fraction", (0.05, 0.03)),
+        ("tokenizer", "tokenize.tokenizer-trained", "tokenize.min_frequency", (3, 4)),
+    ],
+)
+def test_a_data_stage_whose_params_change_while_it_runs_is_not_recorded(
+    starts: dict[str, Path], dvc, tool_env, tmp_path: Path, target: str, pause: str, key: str, edits: tuple
+) -> None:
+    """A colleague's ``dvc exp run -S`` rewrites ``params.yaml`` while a data stage runs (before it
+    finds DVC's lock taken). DVC would record the new value for an output made from the old one, with
+    ``dvc status`` clean; the stage ends with one line instead, and DVC records nothing."""
+    project = Path(shutil.copytree(starts["downloaded"], tmp_path / "project", symlinks=True))
+    params, lock = project / "params.yaml", (project / "dvc.lock").read_text()
+
+    def set_value(value: object) -> None:
+        data = yaml.safe_load(params.read_text())
+        *parents, name = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node[name] = value
+        params.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    first, second = edits
+    set_value(first)
+    log = tmp_path / "repro.log"
+    repro, release = started_repro(project, tool_env, log, "repro", "--single-item", target, pause=pause)
+    set_value(second)  # the colleague's -S
+    release.touch()
+    assert repro.wait(timeout=300) != 0
+    errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: the {target} stage's inputs changed while it ran ({key}: {first} -> {second}): its "
+        "outputs would be recorded under inputs they were not made from, so this run is not recorded "
+        "(the last recorded outputs stay in DVC's cache); run it again once nothing else changes them "
+        "(two experiments at once: dvc exp run --queue)"
+    ], log.read_text()[-3000:]
+    assert (project / "dvc.lock").read_text() == lock
+    status = dvc(project, "status", target).stdout
+    assert "changed deps" in status and "params.yaml" in status, status  # not "up to date"
+
+
 def test_a_stage_other_than_train_ends_with_the_dvc_that_started_it(
     starts: dict[str, Path], reference: SimpleNamespace, dvc, tool_env, tmp_path: Path
 ) -> None:

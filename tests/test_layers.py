@@ -6,7 +6,8 @@ Layers, lowest first (a module may import its own layer and the ones below):
 1. ``src/utils/``: leaf helpers that know nothing of the pipeline (files, logging, Hub probe,
    typed config, the import graph).
 2. ``src/config/``: the typed params (one module per group of sections).
-3. ``src/cli.py``: the shell every entry point runs in.
+3. ``src/cli.py``: the shell every entry point runs in; ``src/input_guard.py``, the check every stage
+   ends with.
 4. ``src/data/``: download, export, tokenizers, token files, windows.
 5. ``src/models/``: the causal LM (it may read the data's label convention).
 6. ``src/train/``: the training flow, its backends, tracking and outputs.
@@ -33,6 +34,7 @@ def layer(path: str) -> int:
         ("src/utils/", 1),
         ("src/config/", 2),
         ("src/cli.py", 3),
+        ("src/input_guard.py", 3),
         ("src/data/", 4),
         ("src/models/", 5),
         ("src/train/", 6),

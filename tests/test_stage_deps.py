@@ -107,3 +107,17 @@ def test_the_train_stage_checks_the_params_dvc_records_for_it() -> None:
     from src.train.input_guard import TRAIN_PARAMS
 
     assert list(TRAIN_PARAMS) == stage_definitions()["train"]["params"]
+
+
+def test_the_data_stages_check_the_params_dvc_records_for_them() -> None:
+    """What src/data/stage_inputs.py compares at the end of each data stage is what DVC records."""
+    from src.config import load_params
+    from src.data.stage_inputs import TOKENIZE_PARAMS, TOKENIZER_PARAMS, download_inputs
+
+    stages = stage_definitions()
+    params = [entry.split(" #")[0] for entry in stages["tokenizer"]["params"]]
+    assert list(TOKENIZER_PARAMS) == params
+    assert list(TOKENIZE_PARAMS) == stages["tokenize"]["params"]
+    assert stages["download"]["params"] == ["download.datasets.${key}"]
+    assert stages["download_local"]["params"] == ["download.local.${key}"]
+    assert download_inputs(load_params(), "kjv").params == ("download.datasets.kjv",)

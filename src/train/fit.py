@@ -23,9 +23,10 @@ from src.config import Params
 from src.data.mixture import mixture_weights
 from src.data.raw_export import TRAIN
 from src.errors import TrainingStopped
+from src.input_guard import check_unchanged, snapshot_inputs
 from src.paths import PROJECT_ROOT, display_path, resolve_path
 from src.train.backends import Backend
-from src.train.input_guard import check_unchanged, snapshot_inputs
+from src.train.input_guard import train_inputs
 from src.train.mlflow_store import store_errors, tracking_uri
 from src.train.outputs import check_output_locations, write_outputs
 from src.train.provenance import dvc_experiment_name, run_tags
@@ -44,7 +45,7 @@ def fit(params: Params, root: Path = PROJECT_ROOT, params_file: Path | None = No
     """Train (or resume) as ``params`` says; return the final metrics (also in ``metrics.json``).
 
     ``params_file``: where ``params`` were read from, checked again before the outputs are written
-    (:mod:`src.train.input_guard`).
+    (:mod:`src.input_guard`).
     """
     adopt_library_loggers()  # Lightning attached its own console handler when it was imported
     # A deprecation inside Lightning itself: nothing a user of this project can act on.
@@ -55,7 +56,7 @@ def fit(params: Params, root: Path = PROJECT_ROOT, params_file: Path | None = No
     # now, not a traceback after training.
     check_output_locations(params, root)
     backend.check()
-    started_from = snapshot_inputs(params, root, params_file)
+    started_from = snapshot_inputs(train_inputs(params, root), params, params_file)
     inputs = prepare_run_inputs(params, root)
     lock = backend.configuration_folder(inputs) / LOCK_FILE
     with (
@@ -68,7 +69,7 @@ def fit(params: Params, root: Path = PROJECT_ROOT, params_file: Path | None = No
         def run() -> dict[str, float]:
             outcome = backend.train(inputs, tracker, stop)
             kill_point("train.trained")
-            check_unchanged(started_from, params, root)  # else DVC would record what did not train
+            check_unchanged(started_from)  # else DVC would record what did not train
             write_outputs(params, root, outcome, inputs.tokenizer, tracker)
             backend.prune(inputs)  # only now: a failed or killed run never costs another one's checkpoints
             return outcome.metrics

@@ -25,6 +25,10 @@ NO_OUTPUT_EFFECT = frozenset(
         "src/errors.py",  # exception classes: only the wording of messages
         "src/utils/faults.py",  # kill points: inert unless a fault-injection test sets LMPIPE_KILL_AT
         "src/utils/parent_watch.py",  # ends a stage whose dvc is gone: whether it runs, not what it writes
+        # refuse to end a stage whose inputs changed while it ran: whether it is recorded, not what it writes
+        "src/input_guard.py",
+        "src/data/stage_inputs.py",
+        "src/train/input_guard.py",
     }
 )
 
