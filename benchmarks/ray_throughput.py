@@ -11,6 +11,7 @@ outputs: its wall time less its training time) are reported apart.
 
     python benchmarks/ray_throughput.py                 # CPU, 32-true
     python benchmarks/ray_throughput.py --device gpu    # 1 GPU worker, bf16-mixed
+    python benchmarks/ray_throughput.py --device gpu --strategy fsdp   # the same worker under FSDP
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps per run")
     parser.add_argument("--cpus", type=int, default=1, help="CPUs of each Ray worker")
+    parser.add_argument(
+        "--strategy", choices=["ddp", "fsdp", "deepspeed"], default="ddp", help="ray.strategy (fsdp: GPUs)"
+    )
     parser.add_argument("--batch-size", type=int, help="windows per step, all workers (default: params.yaml)")
     parser.add_argument(
         "--file-store",
@@ -128,6 +132,7 @@ def main() -> None:
             "use_ray": True,
             "num_workers": workers,
             "use_gpu": gpu,
+            "strategy": args.strategy,
             "resources_per_worker": {"CPU": args.cpus, **({"GPU": 1} if gpu else {})},
         }
     )
@@ -142,6 +147,7 @@ def main() -> None:
     report = {
         "benchmark": "ray_throughput",
         "device": args.device,
+        "strategy": args.strategy,
         "precision": base["train"]["precision"],
         "steps": args.steps,
         "global_batch_tokens": batch * base["train"]["max_length"],
