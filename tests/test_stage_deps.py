@@ -87,6 +87,10 @@ def test_closure_follows_imports_inside_functions_and_packages(tmp_path: Path) -
         (tmp_path / name).write_text(text)
     closure = import_closure(tmp_path / "stages" / "run.py", tmp_path)
     assert closure == set(files) - {"src/unused.py"}
+    # A module without effect on outputs (NO_OUTPUT_EFFECT) is not followed: what only it imports is
+    # no dep either.
+    opaque = import_closure(tmp_path / "stages" / "run.py", tmp_path, frozenset({"src/b.py"}))
+    assert opaque == closure - {"src/pkg/__init__.py", "src/pkg/mod.py"}
 
 
 def test_the_tokenizer_depends_on_every_setting_that_changes_its_bytes() -> None:

@@ -96,11 +96,12 @@ def scored_vocabulary(model: nn.Module) -> int:
     return start if sorted(suppressed) == list(range(start, rows)) else rows
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy, shifted and upcast as transformers computes it."""
-    width = logits.shape[-1]
-    targets = labels[:, 1:].reshape(-1)
-    return F.cross_entropy(logits[:, :-1].reshape(-1, width).float(), targets, ignore_index=IGNORE_INDEX)
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, width: int) -> torch.Tensor:
+    """Mean next-token cross-entropy over the first ``width`` columns of ``logits``, upcast as
+    transformers computes it. The labels are shifted (padded with an ignored target at the end),
+    not the logits, so the only copy of the logits is the one upcast slice."""
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1)
+    return F.cross_entropy(logits[..., :width].float().reshape(-1, width), targets, ignore_index=IGNORE_INDEX)
 
 
 def compiled(module: nn.Module, on: bool) -> nn.Module:
@@ -144,8 +145,8 @@ class CausalLM(L.LightningModule):
         if labels is not None and self._padded:
             # The padded ids' logits are left out, as if the model had none: the same loss (and val_bpb)
             # as an unpadded model of the same weights.
-            logits = self._forward[0](input_ids=input_ids).logits[..., : self._scored]
-            return LossOnly(causal_lm_loss(logits, labels))
+            logits = self._forward[0](input_ids=input_ids).logits
+            return LossOnly(causal_lm_loss(logits, labels, self._scored))
         return self._forward[0](input_ids=input_ids, labels=labels)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -229,8 +230,9 @@ class CausalLM(L.LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """``train.grad_clip`` applied here, not by the Trainer: Lightning refuses to clip for a fused
-        optimizer. A Trainer told to clip (DeepSpeed, which clips inside its own step) keeps doing so."""
+        """``train.grad_clip`` applied here, not by the Trainer: Lightning's mixed-precision plugins
+        refuse to clip for a fused optimizer. A Trainer told to clip (DeepSpeed, which clips inside its
+        own step) keeps doing so."""
         if gradient_clip_val:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         elif self.train_config.grad_clip:

@@ -36,7 +36,8 @@ def build_optimizer(
     fused: bool = False,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """``fused``: one kernel for every parameter's update (nanoGPT, llm.c and litgpt train so); the
-    gradients must then be clipped by :func:`clip_gradient_norm`, which Lightning refuses to do for it."""
+    gradients must then be clipped by :func:`clip_gradient_norm`: Lightning's mixed-precision plugins
+    refuse to clip for it."""
     optimizer = torch.optim.AdamW(
         decay_groups(model, weight_decay), lr=lr, betas=betas, **({"fused": True} if fused else {})
     )

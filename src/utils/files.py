@@ -11,6 +11,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -96,17 +97,24 @@ def remove_leftovers(target: Path) -> list[Path]:
     ``target``: the one set aside goes back first, so a failure of this write still leaves it.
     """
     if not target.exists():
-        for retired in target.parent.glob(f".{target.name}.*.old"):
+        for retired in _staged(target, "old"):
             if (retired / target.name).exists():
                 os.replace(retired / target.name, target)
                 break
-    found = [*target.parent.glob(f".{target.name}.*.tmp"), *target.parent.glob(f".{target.name}.*.old")]
+    found = [*_staged(target, "tmp"), *_staged(target, "old")]
     for path in found:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
     return found
+
+
+def _staged(target: Path, suffix: str) -> list[Path]:
+    """``target``'s own ``.<name>.<random>.<suffix>`` copies (tempfile's names), not those of an output
+    whose name only starts with it (``wiki.en`` beside ``wiki``)."""
+    own = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]+\.{suffix}")
+    return [path for path in target.parent.glob(f".{target.name}.*.{suffix}") if own.fullmatch(path.name)]
 
 
 @contextmanager

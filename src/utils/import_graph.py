@@ -69,10 +69,11 @@ def imported_modules(path: Path, root: Path = PROJECT_ROOT) -> set[str]:
     return found
 
 
-def import_closure(entry: Path, root: Path = PROJECT_ROOT) -> set[str]:
+def import_closure(entry: Path, root: Path = PROJECT_ROOT, opaque: frozenset[str] = frozenset()) -> set[str]:
     """Every project file ``entry`` runs (itself and its packages' ``__init__``), relative to ``root``.
 
-    The packages count because ``python -m stages.train`` runs ``stages/__init__.py`` first.
+    The packages count because ``python -m stages.train`` runs ``stages/__init__.py`` first. The
+    imports of an ``opaque`` file are not followed (what only it imports serves only it).
     """
     seen: set[Path] = set()
     todo = [entry.resolve()]
@@ -85,6 +86,8 @@ def import_closure(entry: Path, root: Path = PROJECT_ROOT) -> set[str]:
         if path in seen:
             continue
         seen.add(path)
+        if path.relative_to(root.resolve()).as_posix() in opaque:
+            continue
         for name in imported_modules(path, root):
             target = module_file(name, root)
             if target is not None:
@@ -93,5 +96,6 @@ def import_closure(entry: Path, root: Path = PROJECT_ROOT) -> set[str]:
 
 
 def code_dependencies(entry: str, root: Path = PROJECT_ROOT) -> list[str]:
-    """The code files a stage entry depends on: its import closure less :data:`NO_OUTPUT_EFFECT`."""
-    return sorted(import_closure(root / entry, root) - NO_OUTPUT_EFFECT)
+    """The code files a stage entry depends on: its import closure less :data:`NO_OUTPUT_EFFECT` and
+    what only those import."""
+    return sorted(import_closure(root / entry, root, NO_OUTPUT_EFFECT) - NO_OUTPUT_EFFECT)

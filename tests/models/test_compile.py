@@ -32,7 +32,7 @@ class GraphsPerStep(L.Callback):
 @pytest.mark.slow
 @pytest.mark.parametrize("loss_chunk_tokens", [0, 24])
 def test_a_compiled_run_compiles_nothing_after_its_first_validation(
-    tmp_path: Path, loss_chunk_tokens: int
+    tmp_path: Path, loss_chunk_tokens: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Eight steps validating every three, on a padded vocabulary (50 ids, 64 rows); the validation
     set's last batch is shorter than the others, a shape of its own."""
@@ -46,6 +46,14 @@ def test_a_compiled_run_compiles_nothing_after_its_first_validation(
         compile=True,
         loss_chunk_tokens=loss_chunk_tokens,
     )
+    compiled_with: list[dict[str, Any]] = []
+    real_compile = torch.compile
+
+    def compile_spy(module: Any, **options: Any) -> Any:  # what CausalLM asks torch.compile for
+        compiled_with.append(options)
+        return real_compile(module, **options)
+
+    monkeypatch.setattr(torch, "compile", compile_spy)
     torch.manual_seed(0)
     model = build_model(ModelConfig(n_layer=1, n_head=2, n_embd=16), Vocabulary(50, 0), context, tmp_path)
     rng = np.random.default_rng(0)
@@ -63,6 +71,8 @@ def test_a_compiled_run_compiles_nothing_after_its_first_validation(
     before = counters["stats"]["unique_graphs"]
     trainer.fit(CausalLM(model, train), train_dataloaders=training, val_dataloaders=validation)
 
+    # Static shapes: torch's default would trace symbolic sizes once a second shape is seen.
+    assert compiled_with and all(options.get("dynamic") is False for options in compiled_with)
     after_first_validation = graphs.graphs[3]  # batch 3 starts after step 3 and its validation
     assert after_first_validation > before  # it did compile: training and validation graphs
     assert [*graphs.graphs[3:], counters["stats"]["unique_graphs"]] == [after_first_validation] * 6

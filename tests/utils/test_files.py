@@ -43,9 +43,10 @@ def test_a_new_write_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
     (tmp_path / ".kjv.abc123.tmp" / "train.jsonl").write_text("half")
     (tmp_path / ".kjv.def456.old").mkdir()
     (tmp_path / ".kjv2.zzz.tmp").mkdir()  # another output's staging: not ours
+    (tmp_path / ".kjv.en.ghi789.old" / "kjv.en").mkdir(parents=True)  # nor the output kjv.en's
     with atomic_directory(target) as staging:
         (staging / "train.jsonl").write_text("whole")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".kjv2.zzz.tmp", "kjv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".kjv.en.ghi789.old", ".kjv2.zzz.tmp", "kjv"]
     assert (target / "train.jsonl").read_text() == "whole"
 
 
