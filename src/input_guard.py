@@ -17,8 +17,9 @@ from pathlib import Path
 
 from src.config import Params, load_params
 from src.errors import ConfigError, PipelineError
-from src.paths import display_path
+from src.paths import PROJECT_ROOT, display_path
 from src.utils.flatten import flatten
+from src.utils.import_graph import code_dependencies
 from src.utils.typed_config import as_plain_dict
 
 
@@ -68,6 +69,12 @@ def file_states(paths: Iterable[Path]) -> dict[Path, tuple[int, int]]:
             continue
         found[path] = (stat.st_size, stat.st_mtime_ns)
     return found
+
+
+def stage_files(entry: str, folders: Iterable[Path]) -> list[Path]:
+    """The dep files of the stage run by ``entry``: its code and every file under ``folders``."""
+    code = [PROJECT_ROOT / name for name in code_dependencies(entry)]
+    return code + sorted(path for folder in folders for path in folder.rglob("*") if path.is_file())
 
 
 def snapshot_inputs(inputs: StageInputs, params: Params, params_file: Path | None) -> InputSnapshot:

@@ -3,13 +3,11 @@ lists for each (tests/test_stage_deps.py checks they agree), their code and thei
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 from src.config import Params
-from src.input_guard import StageInputs
+from src.input_guard import StageInputs, stage_files
 from src.paths import PROJECT_ROOT, resolve_path
-from src.utils.import_graph import code_dependencies
 
 #: The tokenizer stage's params in ``dvc.yaml``: the settings that change its bytes.
 TOKENIZER_PARAMS = (
@@ -24,11 +22,6 @@ TOKENIZER_PARAMS = (
 TOKENIZE_PARAMS = ("model.trust_remote_code",)
 
 
-def _files(entry: str, folders: Iterable[Path]) -> list[Path]:
-    code = [PROJECT_ROOT / name for name in code_dependencies(entry)]
-    return code + sorted(path for folder in folders for path in folder.rglob("*") if path.is_file())
-
-
 def download_inputs(params: Params, dataset: str, root: Path = PROJECT_ROOT) -> StageInputs:
     """``download@<dataset>`` (``download.datasets``) or ``download_local@<dataset>``, whose folder
     ``data_dir`` is a dep too."""
@@ -36,17 +29,18 @@ def download_inputs(params: Params, dataset: str, root: Path = PROJECT_ROOT) -> 
     key = f"download.local.{dataset}" if local is not None else f"download.datasets.{dataset}"
     folders = [resolve_path(local.data_dir, root)] if local is not None and local.data_dir else []
     stage = f"{'download_local' if local is not None else 'download'}@{dataset}"
-    return StageInputs(stage, (key,), lambda: _files("stages/download.py", folders))
+    return StageInputs(stage, (key,), lambda: stage_files("stages/download.py", folders))
 
 
 def tokenizer_inputs(params: Params, root: Path = PROJECT_ROOT) -> StageInputs:
     """``tokenizer``: its settings and the first dataset's export, which the BPE learns from."""
     export = params.paths.raw_dir(root) / params.tokenize.datasets[0]
-    return StageInputs("tokenizer", TOKENIZER_PARAMS, lambda: _files("stages/tokenizer.py", [export]))
+    return StageInputs("tokenizer", TOKENIZER_PARAMS, lambda: stage_files("stages/tokenizer.py", [export]))
 
 
 def tokenize_inputs(params: Params, dataset: str, root: Path = PROJECT_ROOT) -> StageInputs:
     """``tokenize@<dataset>``: the export and the tokenizer folder it encodes with."""
     tokenizer = params.paths.tokenizer_dir(params.tokenize.tokenizer, root)
     folders = [params.paths.raw_dir(root) / dataset, tokenizer]
-    return StageInputs(f"tokenize@{dataset}", TOKENIZE_PARAMS, lambda: _files("stages/tokenize.py", folders))
+    files = lambda: stage_files("stages/tokenize.py", folders)  # noqa: E731
+    return StageInputs(f"tokenize@{dataset}", TOKENIZE_PARAMS, files)

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from src.config import Params
-from src.input_guard import StageInputs
-from src.paths import PROJECT_ROOT, resolve_path
+from src.input_guard import StageInputs, stage_files
+from src.paths import resolve_path
 from src.train.run_inputs import TRAIN_STAGE
-from src.utils.import_graph import code_dependencies
 
 #: The params of the train stage in ``dvc.yaml`` (tests/test_stage_deps.py checks they agree).
 TRAIN_PARAMS = ("tokenize.datasets", "model", "train", "ray", "mlflow")
@@ -19,8 +18,5 @@ def train_inputs(params: Params, root: Path) -> StageInputs:
     """The train stage's params and dep files: its code and the tokenizer's token folders."""
     tokenized = resolve_path(params.paths.cache_dir, root) / "tokenized" / params.tokenize.tokenizer
 
-    def dep_files() -> list[Path]:
-        code = [PROJECT_ROOT / name for name in code_dependencies(TRAIN_STAGE)]
-        return code + sorted(path for path in tokenized.rglob("*") if path.is_file())
-
-    return StageInputs("train", TRAIN_PARAMS, dep_files, "so none were written (its checkpoints are kept)")
+    kept = "so none were written (its checkpoints are kept)"
+    return StageInputs("train", TRAIN_PARAMS, lambda: stage_files(TRAIN_STAGE, [tokenized]), kept)
