@@ -53,6 +53,8 @@ TINY_TRAIN = {
     "checkpoint_every": 10,
     "sample_tokens": 8,
 }
+#: A quick evaluation in the DVC tests' projects: every stage runs, on a few documents per task.
+TINY_EVALUATE = {"limit": 20}
 
 # --------------------------------------------------------------------------- process state
 
@@ -384,10 +386,13 @@ def _tiny_params(folder: Path, cache_dir: Path, corpus: Path) -> dict:
         "checkpoint_dir": str(folder / "checkpoints"),
         "metrics_file": str(folder / "metrics.json"),
         "plots_dir": str(folder / "plots"),
+        "eval_dir": str(folder / "eval"),
+        "eval_metrics_file": str(folder / "eval_metrics.json"),
     }
     params["model"].update(TINY_MODEL)
     params["train"].update(TINY_TRAIN)
     params["mlflow"]["tracking_uri"] = f"sqlite:///{folder / 'mlflow.db'}"
+    params["evaluate"]["include_path"] = str(PROJECT_ROOT / "eval_tasks")  # the project's task files
     kjv = params["download"]["datasets"]["kjv"]
     kjv["data_files"] = str(corpus)
     kjv["validation_fraction"] = 0.1
@@ -638,6 +643,7 @@ def copy_project(target: Path, settings: dict[str, object] | None = None) -> Pat
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["model"].update(TINY_MODEL)
     params["train"].update(TINY_TRAIN)
+    params["evaluate"].update(TINY_EVALUATE)
     for key, value in (settings or {}).items():
         *sections, name = key.split(".")
         node = params
@@ -708,6 +714,15 @@ def trained_project(
         else:
             target.unlink(missing_ok=True)
     return share_read_only(root)
+
+
+@pytest.fixture
+def trained_copy(trained_project: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained project, its params pointing into the copy."""
+    root = Path(shutil.copytree(trained_project, tmp_path / "project"))
+    params = root / "params.yaml"
+    params.write_text(params.read_text().replace(str(trained_project), str(root)))
+    return root
 
 
 @pytest.fixture

@@ -294,3 +294,27 @@ def test_outputs_are_linked_into_the_cache_and_a_rewrite_never_changes_an_object
 
     repro_with_fraction("0.05")  # the first version again, from DVC's cache
     assert folder_bytes(export) == first
+
+
+def test_evaluate_reruns_alone_for_its_settings_and_after_a_new_model(
+    dvc, reproduced_project: SimpleNamespace, dvc_project: Path, mlflow_runs
+) -> None:
+    """An evaluate setting re-runs the evaluate stage only; a training change re-runs train and
+    evaluate, and the figures reach `dvc exp show` and the MLflow run that trained the model."""
+    first = reproduced_project.first_run.stdout
+    assert "Running stage 'eval_data@kjv'" in first and "Running stage 'evaluate'" in first
+    run = dvc(dvc_project, "exp", "run", "-S", "evaluate.limit=10")
+    assert "Running stage 'evaluate'" in run.stdout
+    assert "Running stage 'train'" not in run.stdout and "Running stage 'eval_data@kjv'" not in run.stdout
+    shown = json.dumps(json.loads(dvc(dvc_project, "exp", "show", "--json").stdout))
+    assert "eval_metrics.json" in shown and "kjv_continuation" in shown and "bits_per_byte" in shown
+
+    run = dvc(dvc_project, "exp", "run", "-S", "train.lr=0.001")
+    assert "Running stage 'train'" in run.stdout and "Running stage 'evaluate'" in run.stdout
+    assert "Running stage 'eval_data@kjv'" not in run.stdout
+    figures = json.loads((dvc_project / "eval_metrics.json").read_text())
+    (trained,) = mlflow_runs(f"sqlite:///{dvc_project / 'mlflow.db'}")
+    assert trained.info.status == "FINISHED"
+    assert trained.data.metrics["eval.kjv_bpb.bits_per_byte"] == figures["kjv_bpb"]["bits_per_byte"]
+    assert trained.data.metrics["eval.kjv_continuation.acc"] == figures["kjv_continuation"]["acc"]
+    assert trained.data.metrics["val_loss"] > 0  # the training's own figures, on the same run

@@ -38,7 +38,8 @@ def entry_of(stage: dict) -> str:
 
 
 @pytest.mark.parametrize(
-    "name", ["check_params", "download", "download_local", "tokenizer", "tokenize", "train"]
+    "name",
+    ["check_params", "download", "download_local", "tokenizer", "tokenize", "train", "eval_data", "evaluate"],
 )
 def test_stage_code_deps_are_its_import_closure(name: str) -> None:
     stage = stage_definitions()[name]
@@ -125,3 +126,19 @@ def test_the_data_stages_check_the_params_dvc_records_for_them() -> None:
     assert stages["download"]["params"] == ["download.datasets.${key}"]
     assert stages["download_local"]["params"] == ["download.local.${key}"]
     assert download_inputs(load_params(), "kjv").params == ("download.datasets.kjv",)
+
+
+def test_the_evaluate_stages_check_the_params_dvc_records_for_them() -> None:
+    """What src/evaluate/stage_inputs.py compares at the end of each evaluate stage is what DVC records,
+    and every setting that changes the task data is a param of eval_data."""
+    from dataclasses import fields
+
+    from src.config import EvaluateConfig
+    from src.evaluate.stage_inputs import EVAL_DATA_PARAMS, EVALUATE_PARAMS
+
+    stages = stage_definitions()
+    assert list(EVAL_DATA_PARAMS) == stages["eval_data"]["params"]
+    assert list(EVALUATE_PARAMS) == stages["evaluate"]["params"]
+    drawn_with = {"choices", "seed"}
+    assert {f"evaluate.{name}" for name in drawn_with} == set(EVAL_DATA_PARAMS)
+    assert drawn_with <= {f.name for f in fields(EvaluateConfig)}

@@ -24,6 +24,7 @@ from src.config.data import (
     TokenizeConfig,
     available_cores,
 )
+from src.config.evaluation import BUILTIN_TASKS, EvaluateConfig
 from src.config.training import DERIVED_MODEL_SETTINGS, MlflowConfig, ModelConfig, RayConfig, TrainConfig
 from src.errors import ConfigError, FieldError
 from src.paths import PROJECT_ROOT, display_path, resolve_path
@@ -32,11 +33,13 @@ from src.utils.yaml_loader import load_yaml
 
 __all__ = [
     "BPE",
+    "BUILTIN_TASKS",
     "DERIVED_MODEL_SETTINGS",
     "PARAMS_FILE",
     "TOKENIZER_FOLDER",
     "DatasetSpec",
     "DownloadConfig",
+    "EvaluateConfig",
     "MlflowConfig",
     "ModelConfig",
     "Params",
@@ -71,6 +74,8 @@ class Params:
     """Distributed training with Ray Train."""
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     """MLflow tracking."""
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    """Downstream evaluation of the trained model (lm-evaluation-harness)."""
 
     def __post_init__(self) -> None:
         for key in self.model.config:
@@ -112,7 +117,7 @@ class Params:
 #: ``paths.*`` keys whose folders hold DVC outputs (``dvc.yaml`` templates its ``outs``, ``metrics``
 #: and ``plots`` from them). DVC tracks outputs inside its repository only; ``model_cache``,
 #: ``log_dir`` and ``checkpoint_dir`` are no outputs and may be anywhere.
-DVC_OUTPUT_PATHS = ("cache_dir", "model_dir", "metrics_file", "plots_dir")
+DVC_OUTPUT_PATHS = ("cache_dir", "model_dir", "metrics_file", "plots_dir", "eval_dir", "eval_metrics_file")
 
 
 def _is_within(path: str, folder: str) -> bool:

@@ -42,6 +42,10 @@ class PathsConfig:
     """Final metrics of the last training run (``dvc metrics show``)."""
     plots_dir: str = "plots"
     """Per-step loss curves as CSV files (``dvc plots show``)."""
+    eval_dir: str = "data/eval"
+    """The evaluate stage's lm-eval results (``results.json``, lm-eval's whole output)."""
+    eval_metrics_file: str = "eval_metrics.json"
+    """One value per evaluation task and metric (``dvc metrics show``, ``dvc exp show``)."""
 
     def raw_dir(self, root: Path = PROJECT_ROOT) -> Path:
         """``<cache_dir>/raw``: the Hugging Face datasets cache and the canonical exports."""
@@ -55,6 +59,10 @@ class PathsConfig:
         """``<cache_dir>/tokenized/<tokenizer>/tokenizer``: the tokenizer stage's output, which every
         dataset's tokenize stage encodes with."""
         return self.tokenized_dir(tokenizer, root) / TOKENIZER_FOLDER
+
+    def eval_data_dir(self, dataset: str, root: Path = PROJECT_ROOT) -> Path:
+        """``<cache_dir>/eval/<dataset>``: the built-in evaluation tasks' data for one source."""
+        return resolve_path(self.cache_dir, root) / "eval" / dataset
 
     def token_dir(self, tokenizer: str, dataset: str, root: Path = PROJECT_ROOT) -> Path:
         """``<cache_dir>/tokenized/<tokenizer>/<dataset>``: one dataset's token files, its manifest and

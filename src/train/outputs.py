@@ -26,6 +26,7 @@ from src.models.metrics import (
 from src.paths import resolve_path
 from src.train.loop import Outcome
 from src.train.mlflow_store import store_errors
+from src.train.provenance import MODEL_DIGEST_TAG, weights_digest
 from src.train.reporting import generate_samples, write_metrics, write_plots
 from src.train.tracking import RunTracker
 from src.utils.faults import kill_point
@@ -85,6 +86,7 @@ def write_outputs(params: Params, root: Path, outcome: Outcome, tokenizer: Any, 
     with store_errors(tracker.client.tracking_uri, ending=True):
         tracker.complete(outcome.history.tracked())  # what rank 0 of a Ray group could not send
         tracker.log_metrics(summary, 0)
+        tracker.set_tags({MODEL_DIGEST_TAG: weights_digest(model_dir)})
         tracker.flush(required=True)
         kill_point("mlflow.summary-logged")
         (root / "tmp").mkdir(exist_ok=True)

@@ -7,6 +7,7 @@ token and export hashes (as ``dvc.lock`` records them) it was trained from.
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 import subprocess
 import sys
@@ -18,8 +19,20 @@ import yaml
 from src.data.manifests import MANIFEST
 from src.data.token_files import TokenFolder
 from src.paths import PROJECT_ROOT, display_path
+from src.utils.files import sha256_file
 
 EXP_NAME_TAG = "dvc.exp_name"
+#: The digest of the weights a training saved (:func:`weights_digest`): the evaluate stage finds the
+#: run that made a model folder by it.
+MODEL_DIGEST_TAG = "lmpipe.model.weights_sha256"
+
+
+def weights_digest(model_dir: Path) -> str:
+    """SHA-256 over the model folder's weight files (each one's name and SHA-256, sorted): the same
+    weights give the same digest, whatever the tokenizer files or the folder's path."""
+    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+    listing = "".join(f"{path.name} {sha256_file(path)}\n" for path in files)
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
 
 
 def git_commit(root: Path = PROJECT_ROOT) -> str | None:

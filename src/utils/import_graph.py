@@ -29,6 +29,7 @@ NO_OUTPUT_EFFECT = frozenset(
         "src/input_guard.py",
         "src/data/stage_inputs.py",
         "src/train/input_guard.py",
+        "src/evaluate/stage_inputs.py",
     }
 )
 
