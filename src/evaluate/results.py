@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +48,44 @@ def task_metrics(results: dict[str, Any], params: Params) -> dict[str, dict[str,
     return metrics
 
 
+#: lm-eval's output fields that differ between two runs of the same inputs (clock, machine, checkout).
+_UNREPEATABLE = frozenset(
+    {
+        "date",
+        "start_time",
+        "end_time",
+        "total_evaluation_time_seconds",
+        "pretty_env_info",
+        "git_hash",
+        "upper_git_hash",
+    }
+)
+_ADDRESS = re.compile(r" at 0x[0-9a-f]+>")
+
+
+def repeatable(value: Any, root: Path) -> Any:
+    """lm-eval's output less what changes from run to run: timings, the machine's description, memory
+    addresses in the names of functions, and the project's location in paths. The same inputs then
+    give the same ``results.json`` bytes, as DVC expects of an output."""
+    if isinstance(value, dict):
+        return {k: repeatable(v, root) for k, v in value.items() if k not in _UNREPEATABLE}
+    if isinstance(value, list | tuple):
+        return [repeatable(v, root) for v in value]
+    if isinstance(value, str):
+        return _ADDRESS.sub(">", value).replace(f"{root}{os.sep}", "")
+    if callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+    return value
+
+
 def write_results(params: Params, root: Path, results: dict[str, Any], metrics: dict) -> Path:
-    """``<eval_dir>/results.json`` (lm-eval's whole output) and the metrics file, each replaced whole."""
+    """``<eval_dir>/results.json`` (lm-eval's output, :func:`repeatable`) and the metrics file, each
+    replaced whole."""
     eval_dir = resolve_path(params.paths.eval_dir, root)
     with atomic_directory(eval_dir) as staging:
-        text = json.dumps(results, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+        text = json.dumps(
+            repeatable(results, root), indent=2, sort_keys=True, default=str, ensure_ascii=False
+        )
         (staging / RESULTS_FILE).write_text(text + "\n", encoding="utf-8")
     write_text_atomic(resolve_path(params.paths.eval_metrics_file, root), canonical_json(metrics))
     return eval_dir / RESULTS_FILE
