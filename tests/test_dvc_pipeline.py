@@ -222,7 +222,15 @@ def test_local_corpus_files_are_inputs_of_their_own_download_only(dvc, dvc_proje
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     kjv_tokens = out_hash(dvc_project, "tokenize@kjv")
     run = dvc(dvc_project, "repro")
-    assert stages_run(run) == ["check_params", "download_local@notes", "tokenize@notes", "train"]
+    # the new source's evaluation data too, and the new model's evaluation
+    assert stages_run(run) == [
+        "check_params",
+        "download_local@notes",
+        "eval_data@notes",
+        "evaluate",
+        "tokenize@notes",
+        "train",
+    ]
     assert out_hash(dvc_project, "tokenize@kjv") == kjv_tokens
     metrics = json.loads((dvc_project / "metrics.json").read_text())
     assert {"val_loss/kjv", "val_loss/notes", "val_bpb/kjv", "val_bpb/notes", "unigram_bpb/notes"} <= set(
@@ -233,7 +241,13 @@ def test_local_corpus_files_are_inputs_of_their_own_download_only(dvc, dvc_proje
     (notes / "2.txt").write_text("edited once more\n")
     assert changed_stages(dvc, dvc_project) == ["download_local@notes"]
     run = dvc(dvc_project, "repro")
-    assert stages_run(run) == ["download_local@notes", "tokenize@notes", "train"]
+    assert stages_run(run) == [
+        "download_local@notes",
+        "eval_data@notes",
+        "evaluate",
+        "tokenize@notes",
+        "train",
+    ]
 
 
 def test_gpt2s_special_token_configuration_end_to_end(dvc, dvc_project: Path, gpt2_style_tokenizer) -> None:
@@ -245,7 +259,7 @@ def test_gpt2s_special_token_configuration_end_to_end(dvc, dvc_project: Path, gp
     params = dvc_project / "params.yaml"
     params.write_text(params.read_text().replace("tokenizer: bpe", "tokenizer: tokenizers/gpt2"))
     run = dvc(dvc_project, "repro")
-    assert stages_run(run) == ["check_params", "tokenize@kjv", "tokenizer", "train"]
+    assert stages_run(run) == ["check_params", "evaluate", "tokenize@kjv", "tokenizer", "train"]
     token_dir = dvc_project / "data" / "main_cache" / "tokenized" / "tokenizers" / "gpt2" / "kjv"
     manifest = json.loads((token_dir / "manifest.json").read_text())["tokenizer"]
     assert manifest["eos_token"] == "<|endoftext|>"

@@ -110,11 +110,12 @@ def test_a_clone_pulls_every_output_and_has_nothing_to_run(dvc, second_machine: 
 
 def test_an_experiment_in_the_clone_trains_only(dvc, second_machine: SimpleNamespace, mlflow_runs) -> None:
     """``-S`` rewrites params.yaml, the one dep of ``check_params`` (it validates the file and writes
-    nothing), so that stage runs too; no download, tokenizer or tokenize stage does."""
+    nothing), so that stage runs too, and evaluate scores the new model; no download, tokenizer,
+    tokenize or eval_data stage runs."""
     clone = second_machine.clone
     before = outputs(clone)
     run = dvc(clone, "exp", "run", "-S", f"train.lr={OTHER_LR}")
-    assert stages_run(run) == ["check_params", "train"]
+    assert stages_run(run) == ["check_params", "evaluate", "train"]
     after = outputs(clone)
     assert {name: after[name] for name in DATA} == {name: before[name] for name in DATA}
     assert after["data/model"] != before["data/model"]
