@@ -161,15 +161,7 @@ def task_manager(params: Params, root: Path = PROJECT_ROOT) -> Any:
             f"evaluate.tasks: {unknown[0]!r} is no lm-eval task{where}; list lm-eval's with "
             "`lm-eval ls tasks`, or give a folder of your own in evaluate.include_path"
         )
-    if manager is None:
-        manager = TaskManager(include_defaults=False, include_path=str(_empty_folder(root)))
-    return manager
-
-
-def _empty_folder(root: Path) -> Path:
-    folder = root / "tmp" / "no-lm-eval-tasks"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return manager or TaskManager(include_defaults=False)  # the built-in tasks only: nothing to index
 
 
 def load_tasks(
