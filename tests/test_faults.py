@@ -95,7 +95,12 @@ CASES = [
     Case("mlflow.summary-logged", "tokenized"),
     Case("mlflow.run-ending", "tokenized"),
     # a forced re-run of train: the last model set aside, the new one not yet in its place.
-    Case("files.dir-retired.model", "trained", ("repro", "--force", "--single-item", "train"), False),
+    Case(
+        "files.dir-retired.model",
+        "trained",
+        ("repro", "--force", "--single-item", "train"),
+        evaluated=False,
+    ),
 ]
 
 
